@@ -1,0 +1,54 @@
+/*
+ * Internals shared by the PE and ELF loaders: the private part of a parsed
+ * binary (a VA-to-file map sorted by VA), the growth vectors the loaders fill
+ * and the helpers that finish a parse (regions, imphash). Not installed; the
+ * fuzz targets include it to drive one loader at a time.
+ */
+#ifndef MAMORI_BINFMT_INTERNAL_H
+#define MAMORI_BINFMT_INTERNAL_H
+
+#include "mamori/binfmt.h"
+
+/** One file-backed mapping: [va, va+mem_size) in memory, of which the first
+ *  file_size bytes come from the file at file_off. Sorted by va, disjoint. */
+typedef struct binfmt_map {
+	uint64_t va, mem_size;
+	uint64_t file_off, file_size;
+} binfmt_map;
+
+/** A binary under construction. `pub` comes first so a mamori_binary
+ *  pointer handed out is also a binfmt_impl pointer. */
+typedef struct binfmt_impl {
+	mamori_binary pub;
+	binfmt_map *map;
+	size_t n_map;
+	mamori_binfmt_limits lim;
+	mamori_vec sections, imports, exports, symbols, code;
+} binfmt_impl;
+
+/* Entry points of the two loaders: fill `b` from b->pub.data/size. */
+int binfmt_pe_parse(binfmt_impl *b);
+int binfmt_elf_parse(binfmt_impl *b);
+
+/** Allocate an impl over `data` with limits (NULL = defaults). */
+int binfmt_impl_new(binfmt_impl **out, const uint8_t *data, size_t size, const mamori_binfmt_limits *lim);
+/** Move the vectors into `pub`, sort and trim the code regions. */
+int binfmt_impl_finish(binfmt_impl *b);
+/** Parse with one loader only (used by fuzz targets and the dispatcher). */
+int binfmt_parse_with(mamori_binary **out, const uint8_t *data, size_t size, const mamori_binfmt_limits *lim,
+		      int (*loader)(binfmt_impl *));
+
+/** Index of the map entry containing `va`, or -1. Binary search. */
+ptrdiff_t binfmt_map_find(const binfmt_impl *b, uint64_t va);
+
+/** Copy a NUL-terminated string at file offset `off`, which must end within
+ *  [off, off+avail) and be at most max_name_len bytes. `what` names it. */
+int binfmt_strdup_at(char **out, const binfmt_impl *b, uint64_t off, uint64_t avail, const char *what);
+
+/** Copy `name` (not NUL-terminated, `len` bytes max) into a section name. */
+void binfmt_set_name(char dst[64], const char *src, size_t len);
+
+/** Compute the pefile-compatible imphash of b->pub.imports into b->pub.imphash. */
+int binfmt_imphash(binfmt_impl *b);
+
+#endif
