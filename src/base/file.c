@@ -67,7 +67,11 @@ int mamori_file_write_atomic(const char *path, const void *data, size_t len)
 	int rc = MAMORI_OK;
 	char tmp[4096];
 	int fd = -1;
-	int n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+	/* Unique per process and call, so threads storing the same sample at
+	 * once never share a temporary file. */
+	static _Atomic unsigned long counter;
+	unsigned long seq = counter++;
+	int n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld.%lu", path, (long)getpid(), seq);
 	if (n < 0 || (size_t)n >= sizeof(tmp))
 		return mamori_fail(MAMORI_EINVAL, "path too long: %s", path);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -1,0 +1,65 @@
+# mamori's front door. `make run` and `make test` do the whole set-up on a
+# fresh Debian 12 machine (they install missing packages with apt-get).
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+MAMORI     := $(BUILD)/mamori
+DEMO       ?= corpus/demo
+CORPUS     ?= corpus/full
+
+.PHONY: all deps build asan run test test-fast bench corpus demo-corpus lint fuzz clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh build
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --buildtype=debugoptimized
+
+$(ASAN_BUILD)/build.ninja:
+	meson setup $(ASAN_BUILD) --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+asan: deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+
+# The main job on built-in defaults: a small demo corpus, classified.
+run: build
+	@scripts/install-deps.sh corpus
+	scripts/corpus/build.sh --demo --out $(DEMO)
+	@rm -rf out/demo && mkdir -p out/demo
+	$(MAMORI) classify --db out/demo/mamori.db --out out/demo $(DEMO)/samples
+
+test: build asan
+	meson test -C $(BUILD) --print-errorlogs
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C $(ASAN_BUILD) --print-errorlogs --timeout-multiplier 4
+
+test-fast: build
+	meson test -C $(BUILD) --print-errorlogs
+
+corpus:
+	@scripts/install-deps.sh corpus
+	scripts/corpus/build.sh --out $(CORPUS)
+
+demo-corpus:
+	@scripts/install-deps.sh corpus
+	scripts/corpus/build.sh --demo --out $(DEMO)
+
+bench: build
+	@scripts/install-deps.sh corpus bench
+	bench/run.sh --corpus $(CORPUS)
+
+lint: build
+	@scripts/install-deps.sh lint
+	scripts/lint.sh $(BUILD)
+
+fuzz:
+	@scripts/install-deps.sh build fuzz
+	scripts/fuzz.sh
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz out
