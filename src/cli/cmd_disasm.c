@@ -1,12 +1,172 @@
-/* Placeholder: replaced by the subsystem that owns `mamori disasm`. */
+/*
+ * `mamori disasm FILE [--json] [--limit N] [--all]`: the listing of a PE or
+ * ELF file as mamori_disasm() sees it, one instruction a line with its
+ * address, bytes, Intel text and token, or as JSON. The listing is the one
+ * fingerprints are made of, so padding is left out unless --all is given.
+ */
+#include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "commands.h"
 #include "mamori/base.h"
+#include "mamori/binfmt.h"
+#include "mamori/disasm.h"
+
+static void disasm_usage(FILE *f)
+{
+	fprintf(f, "usage: mamori disasm FILE [--json] [--limit N] [--all]\n"
+		   "  --json     print {\"analyzer\", \"count\", \"shown\", \"instructions\": [{\"va\", "
+		   "\"len\",\n"
+		   "             \"bytes\", \"text\", \"token\", \"token_text\"}]}\n"
+		   "  --limit N  show only the first N instructions (count still gives all)\n"
+		   "  --all      also list padding (NOPs, ENDBR, INT3), which fingerprints leave out\n");
+}
+
+/* Bytes of the instruction as hex; the listing is sorted and so are the
+ * regions, so the caller walks both in step through `*region`. */
+static void insn_hex(char out[31], const mamori_binary *b, size_t *region, const mamori_insn *in)
+{
+	out[0] = '\0';
+	while (*region < b->n_code && in->va - b->code[*region].va >= b->code[*region].size &&
+	       in->va >= b->code[*region].va)
+		(*region)++;
+	if (*region >= b->n_code)
+		return;
+	const mamori_region *r = &b->code[*region];
+	if (in->va < r->va || !mamori_span_fits(r->size, in->va - r->va, in->len))
+		return;
+	for (size_t i = 0; i < in->len && i < 15; i++)
+		snprintf(out + 2 * i, 3, "%02x", r->bytes[in->va - r->va + i]);
+}
+
+static int print_text(const mamori_binary *b, const mamori_listing *l, size_t shown)
+{
+	int width = b->arch == MAMORI_ARCH_X86_64 ? 16 : 8;
+	size_t region = 0;
+	char hex[31], text[256], tok[128];
+
+	for (size_t i = 0; i < shown; i++) {
+		const mamori_insn *in = &l->insns[i];
+		insn_hex(hex, b, &region, in);
+		if (mamori_disasm_format(text, sizeof(text), b, in->va) < 0)
+			snprintf(text, sizeof(text), "?");
+		if (mamori_token_text(tok, sizeof(tok), in->token) < 0)
+			snprintf(tok, sizeof(tok), "?");
+		if (printf("%0*llx  %-30s  %-48s %s\n", width, (unsigned long long)in->va, hex, text, tok) <
+		    0)
+			return mamori_fail(MAMORI_EIO, "disasm: writing stdout");
+	}
+	if (shown < l->count && printf("... %zu more instructions\n", l->count - shown) < 0)
+		return mamori_fail(MAMORI_EIO, "disasm: writing stdout");
+	return fflush(stdout) ? mamori_fail(MAMORI_EIO, "disasm: writing stdout") : MAMORI_OK;
+}
+
+static int print_json(const mamori_binary *b, const mamori_listing *l, size_t shown, const char *analyzer)
+{
+	json_t *root = json_object(), *arr = json_array();
+	size_t region = 0;
+	char hex[31], text[256], tok[128];
+	int rc = MAMORI_ENOMEM;
+
+	if (!root || !arr)
+		goto done;
+	for (size_t i = 0; i < shown; i++) {
+		const mamori_insn *in = &l->insns[i];
+		insn_hex(hex, b, &region, in);
+		if (mamori_disasm_format(text, sizeof(text), b, in->va) < 0)
+			snprintf(text, sizeof(text), "?");
+		if (mamori_token_text(tok, sizeof(tok), in->token) < 0)
+			snprintf(tok, sizeof(tok), "?");
+		json_t *o = json_pack("{s:o, s:i, s:s, s:s, s:I, s:s}", "va", mamori_json_u64(in->va), "len",
+				      (int)in->len, "bytes", hex, "text", text, "token",
+				      (json_int_t)in->token, "token_text", tok);
+		if (!o || json_array_append_new(arr, o))
+			goto done;
+	}
+	if (json_object_set_new(root, "analyzer", json_string(analyzer)) ||
+	    json_object_set_new(root, "count", json_integer((json_int_t)l->count)) ||
+	    json_object_set_new(root, "shown", json_integer((json_int_t)shown)))
+		goto done;
+	rc = json_object_set_new(root, "instructions", arr);
+	arr = NULL;
+	if (rc) {
+		rc = MAMORI_ENOMEM;
+		goto done;
+	}
+	rc = mamori_json_write(stdout, root, true);
+done:
+	if (rc == MAMORI_ENOMEM)
+		rc = mamori_fail(MAMORI_ENOMEM, "disasm: building JSON");
+	json_decref(arr);
+	json_decref(root);
+	return rc;
+}
 
 int cmd_disasm(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "mamori disasm: not built yet\n");
-	return MAMORI_EXIT_FAILURE;
+	const char *path = NULL;
+	bool json = false;
+	size_t limit = 0;
+	mamori_disasm_opts opts = { 0 };
+	uint8_t *data = NULL;
+	size_t size = 0;
+	mamori_binary *bin = NULL;
+	mamori_listing *l = NULL;
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			disasm_usage(stdout);
+			return MAMORI_EXIT_OK;
+		} else if (!strcmp(argv[i], "--json")) {
+			json = true;
+		} else if (!strcmp(argv[i], "--all")) {
+			opts.keep_padding = true;
+		} else if (!strcmp(argv[i], "--limit")) {
+			char *end = NULL;
+			if (i + 1 >= argc) {
+				fprintf(stderr, "mamori disasm: --limit needs a number\n");
+				return MAMORI_EXIT_USAGE;
+			}
+			errno = 0;
+			unsigned long long v = strtoull(argv[++i], &end, 10);
+			if (errno || end == argv[i] || *end || argv[i][0] == '-' || v == 0 || v > SIZE_MAX) {
+				fprintf(stderr, "mamori disasm: --limit '%s' is not a positive number\n",
+					argv[i]);
+				return MAMORI_EXIT_USAGE;
+			}
+			limit = (size_t)v;
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			fprintf(stderr, "mamori disasm: unknown option '%s'\n", argv[i]);
+			disasm_usage(stderr);
+			return MAMORI_EXIT_USAGE;
+		} else if (path) {
+			fprintf(stderr, "mamori disasm: one FILE only ('%s' and '%s')\n", path, argv[i]);
+			return MAMORI_EXIT_USAGE;
+		} else {
+			path = argv[i];
+		}
+	}
+	if (!path) {
+		disasm_usage(stderr);
+		return MAMORI_EXIT_USAGE;
+	}
+
+	if ((rc = mamori_file_read(&data, &size, path, MAMORI_MAX_SAMPLE_SIZE)) < 0 ||
+	    (rc = mamori_binary_parse(&bin, data, size, NULL)) < 0 ||
+	    (rc = mamori_disasm(&l, bin, &opts)) < 0)
+		goto done;
+	size_t shown = limit && limit < l->count ? limit : l->count;
+	rc = json ? print_json(bin, l, shown, mamori_disasm_analyzer_id(&opts)) : print_text(bin, l, shown);
+done:
+	if (rc < 0)
+		fprintf(stderr, "mamori disasm: %s: %s: %s\n", path, mamori_strerror(rc),
+			mamori_error_detail());
+	mamori_listing_free(l);
+	mamori_binary_free(bin);
+	free(data);
+	return mamori_exit_code(rc);
 }
