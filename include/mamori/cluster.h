@@ -30,8 +30,8 @@ extern "C" {
 /** How the distance between two clusters follows from their members'. */
 typedef enum {
 	MAMORI_LINK_AVERAGE = 0, /**< UPGMA: mean of all member pairs (the default) */
-	MAMORI_LINK_SINGLE,      /**< nearest members */
-	MAMORI_LINK_COMPLETE,    /**< farthest members */
+	MAMORI_LINK_SINGLE,	 /**< nearest members */
+	MAMORI_LINK_COMPLETE,	 /**< farthest members */
 } mamori_linkage;
 
 /** "average", "single" or "complete"; "?" for a value outside the enum. */
@@ -89,7 +89,9 @@ void mamori_dendrogram_free(mamori_dendrogram *d);
  * are cut. `labels` (caller-owned, n_leaves entries) receives 0..k-1,
  * numbered by cluster size descending, ties by smallest leaf index, so cluster
  * 0 is the largest family. k goes to *out_k (0 for an empty dendrogram).
- * A negative max_dist leaves every leaf on its own; NaN is MAMORI_EINVAL.
+ * The threshold is rounded to float first, as the distances were, so that a
+ * pair stored as 0.3f is inside a cut at 0.3. A negative max_dist leaves
+ * every leaf on its own; NaN is MAMORI_EINVAL.
  */
 int mamori_dendrogram_cut(int64_t *labels, size_t *out_k, const mamori_dendrogram *d, double max_dist);
 
@@ -105,9 +107,9 @@ int mamori_dendrogram_newick(char **out, const mamori_dendrogram *d, const char 
 
 /** Drawing options for mamori_dendrogram_svg(); all fields may be zero/NULL. */
 typedef struct mamori_svg_opts {
-	const char *title;      /**< heading; NULL: "mamori dendrogram" */
-	double cut_height;      /**< threshold ring and colouring at this distance; < 0: none */
-	const int64_t *labels;  /**< flat clusters (n_leaves entries, as from _cut) used for colours;
+	const char *title;	/**< heading; NULL: "mamori dendrogram" */
+	double cut_height;	/**< threshold ring and colouring at this distance; < 0: none */
+	const int64_t *labels;	/**< flat clusters (n_leaves entries, as from _cut) used for colours;
 				     NULL: computed from cut_height when that is >= 0 */
 	size_t label_max_chars; /**< leaf names are truncated to this many characters; 0: 24 */
 } mamori_svg_opts;
