@@ -29,6 +29,20 @@ extern "C" {
 
 typedef enum { MAMORI_CANDIDATES_LSH = 0, MAMORI_CANDIDATES_ALL } mamori_candidates;
 
+/**
+ * How token sequences are compared (after known library code is removed):
+ * - EXACT: the disassembler's tokens as they are;
+ * - ARCH_NEUTRAL: mamori_token_arch_neutral() of each token, so x86 and
+ *   x86-64 builds of one program line up;
+ * - SKELETON: arch-neutral, without pure data movement
+ *   (mamori_token_is_data_move()), which depends on register allocation
+ *   and optimisation level more than on what the code does.
+ */
+typedef enum { MAMORI_VIEW_EXACT = 0, MAMORI_VIEW_ARCH_NEUTRAL, MAMORI_VIEW_SKELETON } mamori_view;
+#define MAMORI_CLASSIFY_DEFAULT_VIEW MAMORI_VIEW_SKELETON
+const char *mamori_view_name(mamori_view v);
+int mamori_view_parse(mamori_view *out, const char *s);
+
 typedef struct mamori_classify_opts {
 	const char *db_path;    /**< SQLite file; default "mamori.db" */
 	const char *store_dir;  /**< sample store; default "<db>.store" */
@@ -37,14 +51,39 @@ typedef struct mamori_classify_opts {
 	double floor;           /**< exact similarity below this is cut off (default threshold / 2) */
 	mamori_linkage linkage; /**< default average */
 	mamori_candidates candidates;
+	mamori_view view;       /**< default MAMORI_CLASSIFY_DEFAULT_VIEW */
 	unsigned jobs;          /**< worker threads; 0 = number of CPUs */
 	const char *pairs_out;  /**< optional CSV of computed pairs >= floor */
 	size_t max_files;       /**< 0 = default 200,000 */
 	bool quiet;             /**< no family table on stdout */
+	bool keep_library_code; /**< do not remove known runtime code before comparing */
+	const char *const *library_refs; /**< extra reference binaries of library code */
+	size_t n_library_refs;
 } mamori_classify_opts;
 
 /** Fill `opts` with the defaults. */
 void mamori_classify_opts_init(mamori_classify_opts *opts);
+
+/**
+ * Known library code: token k-grams of toolchain runtimes (start-up code,
+ * CRT and compiler helpers) learnt from reference binaries. Instructions
+ * covered by such a k-gram are removed before similarity, so samples are
+ * compared by their own code, not by the compiler's runtime.
+ */
+typedef struct mamori_libcode mamori_libcode;
+#define MAMORI_LIBCODE_K 8
+int mamori_libcode_new(mamori_libcode **out, unsigned k);
+void mamori_libcode_free(mamori_libcode *lc);
+/** Learn all k-grams of a token sequence. */
+int mamori_libcode_add_tokens(mamori_libcode *lc, const uint32_t *tokens, size_t n);
+/** Parse and disassemble a reference binary and learn its code. */
+int mamori_libcode_add_binary(mamori_libcode *lc, const uint8_t *data, size_t len);
+/** Learn the reference binaries built into mamori (mingw-w64 i686/x86_64 and
+ *  gcc x86-64 runtimes); returns how many were loaded through *out_count. */
+int mamori_libcode_add_builtin(mamori_libcode *lc, size_t *out_count);
+/** Remove, in place, every token covered by a known k-gram; returns the new length. */
+size_t mamori_libcode_filter(const mamori_libcode *lc, uint32_t *tokens, size_t n);
+size_t mamori_libcode_size(const mamori_libcode *lc);
 
 /** One input file's outcome. */
 typedef struct mamori_classify_sample {
@@ -69,6 +108,10 @@ typedef struct mamori_classify_result {
 	mamori_classify_cluster *clusters;
 	size_t n_clusters;
 	size_t unique_sequences, candidate_pairs, exact_pairs, below_pairs, cached_pairs;
+	size_t library_windows;        /**< known library k-grams used */
+	size_t tokens_total;           /**< tokens of the unique sequences */
+	size_t library_tokens_removed; /**< of which were known library code */
+	size_t tokens_compared;        /**< tokens left in the compared view */
 	double wall_s;
 } mamori_classify_result;
 

@@ -115,6 +115,22 @@ int mamori_disasm_format(char *buf, size_t bufsize, const struct mamori_binary *
  *  bytes do not decode. */
 int mamori_token_of_bytes(uint32_t *out, uint8_t *out_len, const uint8_t *bytes, size_t size, bool is_64);
 
+/**
+ * The architecture-neutral form of a token, for comparing code built for
+ * x86 with code built for x86-64: 32- and 64-bit general registers are one
+ * class, memory operand sizes are dropped, and [rip+disp] counts as an
+ * absolute [disp]. Idempotent.
+ */
+uint32_t mamori_token_arch_neutral(uint32_t token);
+
+/**
+ * True for pure data movement between registers, memory and the stack
+ * (mov, movzx, movsx, movsxd, lea, push, pop). Their number and placement
+ * depend mostly on register allocation and optimisation level, not on what
+ * the code computes.
+ */
+bool mamori_token_is_data_move(uint32_t token);
+
 #ifdef __cplusplus
 }
 #endif

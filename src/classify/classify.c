@@ -415,6 +415,64 @@ static void analyse_one(void *ctx, size_t i)
 }
 
 /* ------------------------------------------------------------------ */
+/* The sequences that are compared                                      */
+/* ------------------------------------------------------------------ */
+
+/* Known library code is removed first (see libcode.c), then the tokens are
+ * put in the chosen view: exact tokens, architecture-neutral ones, or the
+ * skeleton without pure data movement. */
+static int prepare_sequences(run *r, mamori_classify_result *res)
+{
+	int rc = MAMORI_OK;
+	mamori_libcode *lc = NULL;
+	size_t builtin = 0;
+	if (!r->opts->keep_library_code) {
+		if ((rc = mamori_libcode_new(&lc, MAMORI_LIBCODE_K)) ||
+		    (rc = mamori_libcode_add_builtin(lc, &builtin)))
+			goto done;
+		for (size_t i = 0; i < r->opts->n_library_refs; i++) {
+			uint8_t *data = NULL;
+			size_t len = 0;
+			rc = mamori_file_read(&data, &len, r->opts->library_refs[i], MAMORI_MAX_SAMPLE_SIZE);
+			if (rc == MAMORI_OK)
+				rc = mamori_libcode_add_binary(lc, data, len);
+			free(data);
+			if (rc != MAMORI_OK) {
+				rc = mamori_fail(rc, "library reference %s: %s", r->opts->library_refs[i],
+						 mamori_error_detail());
+				goto done;
+			}
+		}
+		res->library_windows = mamori_libcode_size(lc);
+	}
+	for (size_t i = 0; i < r->n_seqs; i++) {
+		sequence *s = &r->seqs[i];
+		size_t n = lc ? mamori_libcode_filter(lc, s->tokens, s->n) : s->n;
+		res->tokens_total += s->n;
+		res->library_tokens_removed += s->n - n;
+		if (r->opts->view != MAMORI_VIEW_EXACT) {
+			size_t kept = 0;
+			for (size_t t = 0; t < n; t++) {
+				uint32_t tok = s->tokens[t];
+				if (r->opts->view == MAMORI_VIEW_SKELETON && mamori_token_is_data_move(tok))
+					continue;
+				s->tokens[kept++] = mamori_token_arch_neutral(tok);
+			}
+			n = kept;
+		}
+		res->tokens_compared += n;
+		/* The cache key must name what is compared. */
+		s->n = n;
+		char view_hash[65];
+		token_seq_hash(view_hash, s->tokens, n);
+		snprintf(s->hash, sizeof(s->hash), "%s", view_hash);
+	}
+done:
+	mamori_libcode_free(lc);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* Stage 3: similarity over unique sequences                            */
 /* ------------------------------------------------------------------ */
 
@@ -692,6 +750,8 @@ static int write_clusters_json(const run *r, const leafset *ls, const mamori_cla
 	json_object_set_new(root, "threshold", json_real(r->opts->threshold));
 	json_object_set_new(root, "linkage", json_string(mamori_linkage_name(r->opts->linkage)));
 	json_object_set_new(root, "analyzer", json_string(r->analyzer));
+	json_object_set_new(root, "view", json_string(mamori_view_name(r->opts->view)));
+	json_object_set_new(root, "library_code_removed", json_boolean(!r->opts->keep_library_code));
 	for (size_t i = 0; i < r->n_items; i++) {
 		const item *it = &r->items[i];
 		json_t *s = json_object();
@@ -784,6 +844,11 @@ static int write_stats(const run *r, const mamori_classify_result *res, const le
 	json_object_set_new(root, "cached_pairs", json_integer((json_int_t)res->cached_pairs));
 	json_object_set_new(root, "below_pairs", json_integer((json_int_t)res->below_pairs));
 	json_object_set_new(root, "clusters", json_integer((json_int_t)res->n_clusters));
+	json_object_set_new(root, "library_windows", json_integer((json_int_t)res->library_windows));
+	json_object_set_new(root, "tokens_total", json_integer((json_int_t)res->tokens_total));
+	json_object_set_new(root, "library_tokens_removed", json_integer((json_int_t)res->library_tokens_removed));
+	json_object_set_new(root, "tokens_compared", json_integer((json_int_t)res->tokens_compared));
+	json_object_set_new(root, "view", json_string(mamori_view_name(r->opts->view)));
 	json_object_set_new(root, "threshold", json_real(r->opts->threshold));
 	json_object_set_new(root, "floor", json_real(r->opts->floor));
 	json_object_set_new(root, "jobs", json_integer(r->opts->jobs));
@@ -808,6 +873,26 @@ static int write_stats(const run *r, const mamori_classify_result *res, const le
 /* The pipeline                                                         */
 /* ------------------------------------------------------------------ */
 
+const char *mamori_view_name(mamori_view v)
+{
+	switch (v) {
+	case MAMORI_VIEW_EXACT: return "exact";
+	case MAMORI_VIEW_ARCH_NEUTRAL: return "arch-neutral";
+	case MAMORI_VIEW_SKELETON: return "skeleton";
+	}
+	return "?";
+}
+
+int mamori_view_parse(mamori_view *out, const char *s)
+{
+	for (int v = MAMORI_VIEW_EXACT; v <= MAMORI_VIEW_SKELETON; v++)
+		if (!strcmp(s, mamori_view_name((mamori_view)v))) {
+			*out = (mamori_view)v;
+			return MAMORI_OK;
+		}
+	return mamori_fail(MAMORI_EINVAL, "unknown view '%s' (exact, arch-neutral, skeleton)", s);
+}
+
 void mamori_classify_opts_init(mamori_classify_opts *opts)
 {
 	memset(opts, 0, sizeof(*opts));
@@ -817,6 +902,7 @@ void mamori_classify_opts_init(mamori_classify_opts *opts)
 	opts->floor = -1;
 	opts->linkage = MAMORI_LINK_AVERAGE;
 	opts->candidates = MAMORI_CANDIDATES_LSH;
+	opts->view = MAMORI_CLASSIFY_DEFAULT_VIEW;
 }
 
 void mamori_classify_result_free(mamori_classify_result *res)
@@ -916,7 +1002,7 @@ int mamori_classify_run(mamori_classify_result **out, const char *const *paths, 
 	}
 	for (size_t k = 0; k < cells; k++)
 		seq_dist[k] = 1.0f;
-	if ((rc = compute_similarities(&r, seq_dist, res)))
+	if ((rc = prepare_sequences(&r, res)) || (rc = compute_similarities(&r, seq_dist, res)))
 		goto done;
 	stage_end(&r, "similarity");
 

@@ -33,11 +33,16 @@ static void usage(FILE *f)
 		"  --pairs-out FILE   CSV of computed pairs with similarity >= floor\n"
 		"  --max-files N      refuse more than N inputs (default 200000)\n"
 		"  --top N            rows of the family table (default 20)\n"
+		"  --view V           exact, arch-neutral or skeleton (default %s):\n"
+		"                     what of each instruction sequence is compared\n"
+		"  --keep-library-code  compare whole programs, without removing known\n"
+		"                     runtime code (CRT start-up, compiler helpers)\n"
+		"  --library-ref FILE another reference binary of library code (repeatable)\n"
 		"  -q, --quiet        no family table\n"
 		"\n"
 		"Exit: 0 all analysed, 4 some samples failed (see clusters.json), 2 usage,\n"
 		"1 internal error, 5 a limit was reached.\n",
-		MAMORI_CLASSIFY_DEFAULT_THRESHOLD);
+		MAMORI_CLASSIFY_DEFAULT_THRESHOLD, mamori_view_name(MAMORI_CLASSIFY_DEFAULT_VIEW));
 }
 
 static void print_table(const mamori_classify_result *res, size_t top, const char *out_dir)
@@ -72,11 +77,15 @@ int cmd_classify(int argc, char **argv)
 		{"jobs", required_argument, NULL, 'j'},     {"candidates", required_argument, NULL, 'c'},
 		{"pairs-out", required_argument, NULL, 'p'}, {"max-files", required_argument, NULL, 'm'},
 		{"top", required_argument, NULL, 'T'},      {"quiet", no_argument, NULL, 'q'},
-		{"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+		{"help", no_argument, NULL, 'h'},           {"keep-library-code", no_argument, NULL, 'K'},
+		{"library-ref", required_argument, NULL, 'R'}, {"view", required_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
 	};
 	mamori_classify_opts opts;
 	mamori_classify_opts_init(&opts);
 	uint64_t v, top = 20;
+	const char *refs[64];
+	size_t n_refs = 0;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "qhj:o:", longopts, NULL)) != -1) {
@@ -125,6 +134,21 @@ int cmd_classify(int argc, char **argv)
 				return MAMORI_EXIT_USAGE;
 			break;
 		case 'q': opts.quiet = true; break;
+		case 'K': opts.keep_library_code = true; break;
+		case 'V':
+			if (mamori_view_parse(&opts.view, optarg) != MAMORI_OK) {
+				fprintf(stderr, "mamori classify: --view is exact, arch-neutral or skeleton, not '%s'\n",
+					optarg);
+				return MAMORI_EXIT_USAGE;
+			}
+			break;
+		case 'R':
+			if (n_refs == sizeof(refs) / sizeof(refs[0])) {
+				fprintf(stderr, "mamori classify: at most 64 --library-ref files\n");
+				return MAMORI_EXIT_USAGE;
+			}
+			refs[n_refs++] = optarg;
+			break;
 		case 'h': usage(stdout); return MAMORI_EXIT_OK;
 		default: usage(stderr); return MAMORI_EXIT_USAGE;
 		}
@@ -138,6 +162,8 @@ int cmd_classify(int argc, char **argv)
 		fprintf(stderr, "mamori classify: --floor %g is above --threshold %g\n", opts.floor, opts.threshold);
 		return MAMORI_EXIT_USAGE;
 	}
+	opts.library_refs = refs;
+	opts.n_library_refs = n_refs;
 	mamori_classify_result *res = NULL;
 	int rc = mamori_classify_run(&res, (const char *const *)argv + optind, (size_t)(argc - optind), &opts);
 	if (rc != MAMORI_OK) {

@@ -254,3 +254,31 @@ int mamori_token_text(char *buf, size_t bufsize, uint32_t token)
 	}
 	return MAMORI_OK;
 }
+
+uint32_t mamori_token_arch_neutral(uint32_t token)
+{
+	token &= ~(TOK_MSIZE_MASK << TOK_MSIZE_SHIFT);
+	for (int i = 0; i < 3; i++) {
+		uint32_t kind = (token >> TOK_OP_SHIFT(i)) & TOK_OP_MASK;
+		if (kind == OPK_GPR64)
+			kind = OPK_GPR32;
+		else if (kind == OPK_MEM_RIP)
+			kind = OPK_MEM_ABS;
+		token = (token & ~(TOK_OP_MASK << TOK_OP_SHIFT(i))) | (kind << TOK_OP_SHIFT(i));
+	}
+	return token;
+}
+
+bool mamori_token_is_data_move(uint32_t token)
+{
+	switch ((token >> TOK_MNEM_SHIFT) & TOK_MNEM_MASK) {
+	case ZYDIS_MNEMONIC_MOV:
+	case ZYDIS_MNEMONIC_MOVZX:
+	case ZYDIS_MNEMONIC_MOVSX:
+	case ZYDIS_MNEMONIC_MOVSXD:
+	case ZYDIS_MNEMONIC_LEA:
+	case ZYDIS_MNEMONIC_PUSH:
+	case ZYDIS_MNEMONIC_POP: return true;
+	default: return false;
+	}
+}

@@ -15,6 +15,7 @@
 
 #include "mamori/base.h"
 #include "mamori/classify.h"
+#include "mamori/disasm.h"
 
 static char tmpdir[256];
 static char samples[512];
@@ -218,9 +219,66 @@ static void test_bad_options(void **state)
 	assert_int_equal(mamori_classify_run(&r, paths, 1, &o), MAMORI_ELIMIT);
 }
 
+static void test_libcode(void **state)
+{
+	(void)state;
+	mamori_libcode *lc = NULL;
+	assert_int_equal(mamori_libcode_new(&lc, 1), MAMORI_EINVAL);
+	assert_int_equal(mamori_libcode_new(&lc, 4), MAMORI_OK);
+	const uint32_t lib[] = {10, 11, 12, 13, 14};
+	assert_int_equal(mamori_libcode_add_tokens(lc, lib, 5), MAMORI_OK);
+	assert_int_equal(mamori_libcode_size(lc), 2);
+	/* 10 11 12 13 and 11 12 13 14 are library code; the rest stays, in order. */
+	uint32_t seq[] = {1, 2, 10, 11, 12, 13, 14, 3, 11, 12, 13, 4, 10, 11, 12, 13};
+	size_t n = mamori_libcode_filter(lc, seq, 16);
+	const uint32_t want[] = {1, 2, 3, 11, 12, 13, 4};
+	assert_int_equal(n, 7);
+	assert_memory_equal(seq, want, sizeof(want));
+	mamori_libcode_free(lc);
+
+	/* The built-in references are real runtimes: a mingw program loses its
+	 * CRT start-up code but keeps its own. */
+	size_t count = 0;
+	assert_int_equal(mamori_libcode_new(&lc, MAMORI_LIBCODE_K), MAMORI_OK);
+	assert_int_equal(mamori_libcode_add_builtin(lc, &count), MAMORI_OK);
+	assert_int_equal(count, 3);
+	assert_true(mamori_libcode_size(lc) > 1000);
+	mamori_libcode_free(lc);
+}
+
+static void test_views(void **state)
+{
+	(void)state;
+	/* 64-bit and 32-bit forms of one operation meet in the arch-neutral view. */
+	uint32_t t64, t32, tabs, trip;
+	uint8_t len;
+	const uint8_t add64[] = {0x48, 0x01, 0xd8}; /* add rax, rbx */
+	const uint8_t add32[] = {0x01, 0xd8};       /* add eax, ebx */
+	const uint8_t movrip[] = {0x8b, 0x05, 0x10, 0x00, 0x00, 0x00}; /* mov eax, [rip+0x10] */
+	const uint8_t movabs[] = {0x8b, 0x05, 0x10, 0x00, 0x40, 0x00}; /* mov eax, [0x400010] */
+	assert_int_equal(mamori_token_of_bytes(&t64, &len, add64, sizeof(add64), true), MAMORI_OK);
+	assert_int_equal(mamori_token_of_bytes(&t32, &len, add32, sizeof(add32), false), MAMORI_OK);
+	assert_int_not_equal(t64, t32);
+	assert_int_equal(mamori_token_arch_neutral(t64), mamori_token_arch_neutral(t32));
+	assert_int_equal(mamori_token_arch_neutral(mamori_token_arch_neutral(t64)), mamori_token_arch_neutral(t64));
+	assert_int_equal(mamori_token_of_bytes(&trip, &len, movrip, sizeof(movrip), true), MAMORI_OK);
+	assert_int_equal(mamori_token_of_bytes(&tabs, &len, movabs, sizeof(movabs), false), MAMORI_OK);
+	assert_int_not_equal(trip, tabs);
+	assert_int_equal(mamori_token_arch_neutral(trip), mamori_token_arch_neutral(tabs));
+	assert_true(mamori_token_is_data_move(trip));
+	assert_false(mamori_token_is_data_move(t64));
+	mamori_view v;
+	assert_int_equal(mamori_view_parse(&v, "arch-neutral"), MAMORI_OK);
+	assert_int_equal(v, MAMORI_VIEW_ARCH_NEUTRAL);
+	assert_string_equal(mamori_view_name(MAMORI_VIEW_SKELETON), "skeleton");
+	assert_int_equal(mamori_view_parse(&v, "fuzzy"), MAMORI_EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_libcode),
+		cmocka_unit_test(test_views),
 		cmocka_unit_test(test_pipeline),
 		cmocka_unit_test(test_bad_options),
 	};
