@@ -36,10 +36,17 @@ typedef enum { MAMORI_CANDIDATES_LSH = 0, MAMORI_CANDIDATES_ALL } mamori_candida
  *   x86-64 builds of one program line up;
  * - SKELETON: arch-neutral, without pure data movement
  *   (mamori_token_is_data_move()), which depends on register allocation
- *   and optimisation level more than on what the code does.
+ *   and optimisation level more than on what the code does;
+ * - MNEMONIC: the skeleton's mnemonics alone, so that unoptimised code
+ *   (operands in stack slots) lines up with optimised code (in registers).
  */
-typedef enum { MAMORI_VIEW_EXACT = 0, MAMORI_VIEW_ARCH_NEUTRAL, MAMORI_VIEW_SKELETON } mamori_view;
-#define MAMORI_CLASSIFY_DEFAULT_VIEW MAMORI_VIEW_SKELETON
+typedef enum {
+	MAMORI_VIEW_EXACT = 0,
+	MAMORI_VIEW_ARCH_NEUTRAL,
+	MAMORI_VIEW_SKELETON,
+	MAMORI_VIEW_MNEMONIC
+} mamori_view;
+#define MAMORI_CLASSIFY_DEFAULT_VIEW MAMORI_VIEW_MNEMONIC
 const char *mamori_view_name(mamori_view v);
 int mamori_view_parse(mamori_view *out, const char *s);
 

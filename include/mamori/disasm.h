@@ -123,6 +123,9 @@ int mamori_token_of_bytes(uint32_t *out, uint8_t *out_len, const uint8_t *bytes,
  */
 uint32_t mamori_token_arch_neutral(uint32_t token);
 
+/** The token of the bare mnemonic (no prefix, operand kinds or sizes). */
+uint32_t mamori_token_mnemonic_only(uint32_t token);
+
 /**
  * True for pure data movement between registers, memory and the stack
  * (mov, movzx, movsx, movsxd, lea, push, pop). Their number and placement

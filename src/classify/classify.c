@@ -454,9 +454,12 @@ static int prepare_sequences(run *r, mamori_classify_result *res)
 			size_t kept = 0;
 			for (size_t t = 0; t < n; t++) {
 				uint32_t tok = s->tokens[t];
-				if (r->opts->view == MAMORI_VIEW_SKELETON && mamori_token_is_data_move(tok))
+				if (r->opts->view >= MAMORI_VIEW_SKELETON && mamori_token_is_data_move(tok))
 					continue;
-				s->tokens[kept++] = mamori_token_arch_neutral(tok);
+				tok = mamori_token_arch_neutral(tok);
+				if (r->opts->view == MAMORI_VIEW_MNEMONIC)
+					tok = mamori_token_mnemonic_only(tok);
+				s->tokens[kept++] = tok;
 			}
 			n = kept;
 		}
@@ -879,18 +882,19 @@ const char *mamori_view_name(mamori_view v)
 	case MAMORI_VIEW_EXACT: return "exact";
 	case MAMORI_VIEW_ARCH_NEUTRAL: return "arch-neutral";
 	case MAMORI_VIEW_SKELETON: return "skeleton";
+	case MAMORI_VIEW_MNEMONIC: return "mnemonic";
 	}
 	return "?";
 }
 
 int mamori_view_parse(mamori_view *out, const char *s)
 {
-	for (int v = MAMORI_VIEW_EXACT; v <= MAMORI_VIEW_SKELETON; v++)
+	for (int v = MAMORI_VIEW_EXACT; v <= MAMORI_VIEW_MNEMONIC; v++)
 		if (!strcmp(s, mamori_view_name((mamori_view)v))) {
 			*out = (mamori_view)v;
 			return MAMORI_OK;
 		}
-	return mamori_fail(MAMORI_EINVAL, "unknown view '%s' (exact, arch-neutral, skeleton)", s);
+	return mamori_fail(MAMORI_EINVAL, "unknown view '%s' (exact, arch-neutral, skeleton, mnemonic)", s);
 }
 
 void mamori_classify_opts_init(mamori_classify_opts *opts)

@@ -33,7 +33,7 @@ static void usage(FILE *f)
 		"  --pairs-out FILE   CSV of computed pairs with similarity >= floor\n"
 		"  --max-files N      refuse more than N inputs (default 200000)\n"
 		"  --top N            rows of the family table (default 20)\n"
-		"  --view V           exact, arch-neutral or skeleton (default %s):\n"
+		"  --view V           exact, arch-neutral, skeleton or mnemonic (default %s):\n"
 		"                     what of each instruction sequence is compared\n"
 		"  --keep-library-code  compare whole programs, without removing known\n"
 		"                     runtime code (CRT start-up, compiler helpers)\n"
@@ -137,7 +137,7 @@ int cmd_classify(int argc, char **argv)
 		case 'K': opts.keep_library_code = true; break;
 		case 'V':
 			if (mamori_view_parse(&opts.view, optarg) != MAMORI_OK) {
-				fprintf(stderr, "mamori classify: --view is exact, arch-neutral or skeleton, not '%s'\n",
+				fprintf(stderr, "mamori classify: --view is exact, arch-neutral, skeleton or mnemonic, not '%s'\n",
 					optarg);
 				return MAMORI_EXIT_USAGE;
 			}

@@ -269,6 +269,11 @@ uint32_t mamori_token_arch_neutral(uint32_t token)
 	return token;
 }
 
+uint32_t mamori_token_mnemonic_only(uint32_t token)
+{
+	return token & (TOK_MNEM_MASK << TOK_MNEM_SHIFT);
+}
+
 bool mamori_token_is_data_move(uint32_t token)
 {
 	switch ((token >> TOK_MNEM_SHIFT) & TOK_MNEM_MASK) {
