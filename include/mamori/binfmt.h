@@ -31,24 +31,24 @@ enum { MAMORI_SEC_READ = 1, MAMORI_SEC_WRITE = 2, MAMORI_SEC_EXEC = 4 };
  *  long "/N" names are resolved through the COFF string table. ELF: section
  *  headers except the null one; `raw_size` is 0 for SHT_NOBITS. */
 typedef struct mamori_section {
-	char name[64];  /**< NUL-terminated, truncated to 63 bytes */
+	char name[64]; /**< NUL-terminated, truncated to 63 bytes */
 	uint64_t va, vsize, raw_off, raw_size;
 	uint32_t flags; /**< MAMORI_SEC_* */
 } mamori_section;
 
 /** One imported function (PE only; ELF has none here). */
 typedef struct mamori_import {
-	char *dll;        /**< as written in the file, e.g. "KERNEL32.dll" */
-	char *name;       /**< NULL when imported by ordinal */
-	uint32_t ordinal; /**< the ordinal when by ordinal, else the hint */
-	uint64_t thunk_va;/**< VA of the IAT slot */
+	char *dll;	   /**< as written in the file, e.g. "KERNEL32.dll" */
+	char *name;	   /**< NULL when imported by ordinal */
+	uint32_t ordinal;  /**< the ordinal when by ordinal, else the hint */
+	uint64_t thunk_va; /**< VA of the IAT slot */
 } mamori_import;
 
 /** One exported function (PE only). */
 typedef struct mamori_export {
-	char *name;      /**< may be NULL (exported by ordinal only) */
+	char *name; /**< may be NULL (exported by ordinal only) */
 	uint32_t ordinal;
-	uint64_t va;     /**< 0 for a forwarder */
+	uint64_t va;	 /**< 0 for a forwarder */
 	char *forwarder; /**< "DLL.Func" when forwarded, else NULL */
 } mamori_export;
 
@@ -88,10 +88,10 @@ typedef struct mamori_binary {
 	mamori_format format;
 	mamori_arch arch;
 	uint64_t image_base; /**< PE ImageBase; ELF lowest PT_LOAD vaddr, page-aligned down */
-	uint64_t entry;      /**< VA; 0 when none */
+	uint64_t entry;	     /**< VA; 0 when none */
 	bool has_entry;
-	uint32_t timestamp;  /**< PE TimeDateStamp; 0 for ELF */
-	bool is_dll;         /**< PE IMAGE_FILE_DLL; ELF ET_DYN without PT_INTERP */
+	uint32_t timestamp; /**< PE TimeDateStamp; 0 for ELF */
+	bool is_dll;	    /**< PE IMAGE_FILE_DLL; ELF ET_DYN without PT_INTERP */
 	mamori_section *sections;
 	size_t n_sections;
 	mamori_import *imports;
@@ -117,7 +117,8 @@ mamori_binfmt_limits mamori_binfmt_limits_default(void);
  * MAMORI_EFORMAT, MAMORI_EUNSUPPORTED (non-x86 machine, not PE/ELF),
  * MAMORI_ELIMIT, MAMORI_ENOMEM, each with mamori_fail() detail.
  */
-int mamori_binary_parse(mamori_binary **out, const uint8_t *data, size_t size, const mamori_binfmt_limits *lim);
+int mamori_binary_parse(mamori_binary **out, const uint8_t *data, size_t size,
+			const mamori_binfmt_limits *lim);
 
 /** Free a binary; NULL is fine. */
 void mamori_binary_free(mamori_binary *b);

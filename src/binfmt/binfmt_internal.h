@@ -23,8 +23,14 @@ typedef struct binfmt_impl {
 	binfmt_map *map;
 	size_t n_map;
 	mamori_binfmt_limits lim;
+	/* Bytes of names copied so far: many table entries may point at one
+	 * long string, so the per-name limit alone does not bound memory. */
+	uint64_t string_bytes;
 	mamori_vec sections, imports, exports, symbols, code;
 } binfmt_impl;
+
+/** Most bytes of names one binary may hold (all strings together). */
+#define BINFMT_STRING_BUDGET ((uint64_t)64 << 20)
 
 /* Entry points of the two loaders: fill `b` from b->pub.data/size. */
 int binfmt_pe_parse(binfmt_impl *b);
@@ -43,9 +49,10 @@ ptrdiff_t binfmt_map_find(const binfmt_impl *b, uint64_t va);
 
 /** Copy a NUL-terminated string at file offset `off`, which must end within
  *  [off, off+avail) and be at most max_name_len bytes. `what` names it. */
-int binfmt_strdup_at(char **out, const binfmt_impl *b, uint64_t off, uint64_t avail, const char *what);
+int binfmt_strdup_at(char **out, binfmt_impl *b, uint64_t off, uint64_t avail, const char *what);
 
-/** Copy `name` (not NUL-terminated, `len` bytes max) into a section name. */
+/** Copy `src` (up to a NUL or `len` bytes) into a section name, truncated
+ *  to 63 bytes, with bytes outside printable ASCII replaced by '?'. */
 void binfmt_set_name(char dst[64], const char *src, size_t len);
 
 /** Compute the pefile-compatible imphash of b->pub.imports into b->pub.imphash. */
