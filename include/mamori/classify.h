@@ -25,7 +25,7 @@ extern "C" {
 
 /** Similarity threshold used when the caller gives none (tuned on the
  *  benchmark corpus; see docs/benchmarks.md). */
-#define MAMORI_CLASSIFY_DEFAULT_THRESHOLD 0.35
+#define MAMORI_CLASSIFY_DEFAULT_THRESHOLD 0.22
 
 typedef enum { MAMORI_CANDIDATES_LSH = 0, MAMORI_CANDIDATES_ALL } mamori_candidates;
 
@@ -85,8 +85,9 @@ void mamori_libcode_free(mamori_libcode *lc);
 int mamori_libcode_add_tokens(mamori_libcode *lc, const uint32_t *tokens, size_t n);
 /** Parse and disassemble a reference binary and learn its code. */
 int mamori_libcode_add_binary(mamori_libcode *lc, const uint8_t *data, size_t len);
-/** Learn the reference binaries built into mamori (mingw-w64 i686/x86_64 and
- *  gcc x86-64 runtimes); returns how many were loaded through *out_count. */
+/** Learn the reference binaries built into mamori (data/libref: mingw-w64
+ *  CRT and libmingwex for i686/x86_64, gcc x86-64 start files); returns how
+ *  many were loaded through *out_count. */
 int mamori_libcode_add_builtin(mamori_libcode *lc, size_t *out_count);
 /** Remove, in place, every token covered by a known k-gram; returns the new length. */
 size_t mamori_libcode_filter(const mamori_libcode *lc, uint32_t *tokens, size_t n);

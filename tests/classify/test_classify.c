@@ -241,7 +241,7 @@ static void test_libcode(void **state)
 	size_t count = 0;
 	assert_int_equal(mamori_libcode_new(&lc, MAMORI_LIBCODE_K), MAMORI_OK);
 	assert_int_equal(mamori_libcode_add_builtin(lc, &count), MAMORI_OK);
-	assert_int_equal(count, 3);
+	assert_int_equal(count, 5);
 	assert_true(mamori_libcode_size(lc) > 1000);
 	mamori_libcode_free(lc);
 }
