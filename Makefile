@@ -33,10 +33,13 @@ run: build
 	@rm -rf out/demo && mkdir -p out/demo
 	$(MAMORI) classify --db out/demo/mamori.db --out out/demo $(DEMO)/samples
 
+# Both builds run every test; one closing line counts them all.
 test: build asan
-	meson test -C $(BUILD) --print-errorlogs
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		meson test -C $(ASAN_BUILD) --print-errorlogs --timeout-multiplier 4
+	MAMORI_NO_PROGRESS=1 meson test -C $(BUILD) --print-errorlogs; \
+	MAMORI_NO_PROGRESS=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C $(ASAN_BUILD) --print-errorlogs --timeout-multiplier 4; \
+	scripts/test-summary.py $(BUILD) $(ASAN_BUILD)
 
 test-fast: build
 	meson test -C $(BUILD) --print-errorlogs

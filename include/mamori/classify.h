@@ -25,9 +25,17 @@ extern "C" {
 
 /** Similarity threshold used when the caller gives none (tuned on the
  *  benchmark corpus; see docs/benchmarks.md). */
-#define MAMORI_CLASSIFY_DEFAULT_THRESHOLD 0.22
+#define MAMORI_CLASSIFY_DEFAULT_THRESHOLD 0.25
 
-typedef enum { MAMORI_CANDIDATES_LSH = 0, MAMORI_CANDIDATES_ALL } mamori_candidates;
+/**
+ * Which pairs get an exact similarity. ALL compares every pair the length
+ * bound allows (exact but quadratic); LSH only those the MinHash/LSH search
+ * proposes; AUTO (the default) compares all pairs while there are at most
+ * MAMORI_CLASSIFY_AUTO_MAX_PAIRS of them, and uses LSH beyond.
+ */
+typedef enum { MAMORI_CANDIDATES_AUTO = 0, MAMORI_CANDIDATES_LSH, MAMORI_CANDIDATES_ALL } mamori_candidates;
+#define MAMORI_CLASSIFY_AUTO_MAX_PAIRS 500000
+const char *mamori_candidates_name(mamori_candidates c);
 
 /**
  * How token sequences are compared (after known library code is removed):
@@ -116,6 +124,7 @@ typedef struct mamori_classify_result {
 	mamori_classify_cluster *clusters;
 	size_t n_clusters;
 	size_t unique_sequences, candidate_pairs, exact_pairs, below_pairs, cached_pairs;
+	mamori_candidates candidates_used; /**< ALL or LSH (AUTO resolved) */
 	size_t library_windows;        /**< known library k-grams used */
 	size_t tokens_total;           /**< tokens of the unique sequences */
 	size_t library_tokens_removed; /**< of which were known library code */

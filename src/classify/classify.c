@@ -530,7 +530,11 @@ static int compute_similarities(run *r, float *seq_dist, mamori_classify_result 
 	mamori_lsh *lsh = NULL;
 	pair_job pj = {.r = r};
 	FILE *pf = NULL;
-	if (r->opts->candidates == MAMORI_CANDIDATES_ALL) {
+	size_t all = r->n_seqs > 1 ? r->n_seqs * (r->n_seqs - 1) / 2 : 0;
+	res->candidates_used = r->opts->candidates;
+	if (res->candidates_used == MAMORI_CANDIDATES_AUTO)
+		res->candidates_used = all <= MAMORI_CLASSIFY_AUTO_MAX_PAIRS ? MAMORI_CANDIDATES_ALL : MAMORI_CANDIDATES_LSH;
+	if (res->candidates_used == MAMORI_CANDIDATES_ALL) {
 		rc = all_pairs(&pairs, &n_pairs, r);
 	} else {
 		rc = mamori_lsh_new(&lsh, NULL);
@@ -842,6 +846,7 @@ static int write_stats(const run *r, const mamori_classify_result *res, const le
 	json_object_set_new(root, "failed", json_integer((json_int_t)res->n_failed));
 	json_object_set_new(root, "distinct_samples", json_integer((json_int_t)ls->n));
 	json_object_set_new(root, "unique_sequences", json_integer((json_int_t)res->unique_sequences));
+	json_object_set_new(root, "candidates", json_string(mamori_candidates_name(res->candidates_used)));
 	json_object_set_new(root, "candidate_pairs", json_integer((json_int_t)res->candidate_pairs));
 	json_object_set_new(root, "exact_pairs", json_integer((json_int_t)res->exact_pairs));
 	json_object_set_new(root, "cached_pairs", json_integer((json_int_t)res->cached_pairs));
@@ -876,6 +881,16 @@ static int write_stats(const run *r, const mamori_classify_result *res, const le
 /* The pipeline                                                         */
 /* ------------------------------------------------------------------ */
 
+const char *mamori_candidates_name(mamori_candidates c)
+{
+	switch (c) {
+	case MAMORI_CANDIDATES_AUTO: return "auto";
+	case MAMORI_CANDIDATES_LSH: return "lsh";
+	case MAMORI_CANDIDATES_ALL: return "all";
+	}
+	return "?";
+}
+
 const char *mamori_view_name(mamori_view v)
 {
 	switch (v) {
@@ -905,7 +920,7 @@ void mamori_classify_opts_init(mamori_classify_opts *opts)
 	opts->threshold = MAMORI_CLASSIFY_DEFAULT_THRESHOLD;
 	opts->floor = -1;
 	opts->linkage = MAMORI_LINK_AVERAGE;
-	opts->candidates = MAMORI_CANDIDATES_LSH;
+	opts->candidates = MAMORI_CANDIDATES_AUTO;
 	opts->view = MAMORI_CLASSIFY_DEFAULT_VIEW;
 }
 

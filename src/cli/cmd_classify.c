@@ -29,7 +29,8 @@ static void usage(FILE *f)
 		"  --floor F          exact similarity below F is cut off (default T/2)\n"
 		"  --linkage L        average (default), single or complete\n"
 		"  --jobs N           worker threads (default: all CPUs)\n"
-		"  --candidates M     lsh (default) or all (exhaustive pairs)\n"
+		"  --candidates M     auto (default: all pairs up to %d, else lsh),\n"
+		"                     lsh (MinHash/LSH search) or all (every pair)\n"
 		"  --pairs-out FILE   CSV of computed pairs with similarity >= floor\n"
 		"  --max-files N      refuse more than N inputs (default 200000)\n"
 		"  --top N            rows of the family table (default 20)\n"
@@ -42,7 +43,8 @@ static void usage(FILE *f)
 		"\n"
 		"Exit: 0 all analysed, 4 some samples failed (see clusters.json), 2 usage,\n"
 		"1 internal error, 5 a limit was reached.\n",
-		MAMORI_CLASSIFY_DEFAULT_THRESHOLD, mamori_view_name(MAMORI_CLASSIFY_DEFAULT_VIEW));
+		MAMORI_CLASSIFY_DEFAULT_THRESHOLD, MAMORI_CLASSIFY_AUTO_MAX_PAIRS,
+		mamori_view_name(MAMORI_CLASSIFY_DEFAULT_VIEW));
 }
 
 static void print_table(const mamori_classify_result *res, size_t top, const char *out_dir)
@@ -61,9 +63,10 @@ static void print_table(const mamori_classify_result *res, size_t top, const cha
 	if (res->n_clusters > top)
 		printf("... %zu more clusters\n", res->n_clusters - top);
 	printf("\n%zu samples, %zu failed, %zu families (%zu singletons); %zu unique code sequences, "
-	       "%zu candidate pairs (%zu computed, %zu cached) in %.1fs\n",
+	       "%zu %s pairs (%zu computed, %zu cached) in %.1fs\n",
 	       res->n_samples, res->n_failed, res->n_clusters, singletons, res->unique_sequences,
-	       res->candidate_pairs, res->exact_pairs, res->cached_pairs, res->wall_s);
+	       res->candidate_pairs, res->candidates_used == MAMORI_CANDIDATES_LSH ? "candidate" : "compared",
+	       res->exact_pairs, res->cached_pairs, res->wall_s);
 	printf("report: %s/clusters.json  %s/dendrogram.svg  %s/tree.nwk  %s/stats.json\n", out_dir, out_dir,
 	       out_dir, out_dir);
 }
@@ -114,12 +117,14 @@ int cmd_classify(int argc, char **argv)
 			opts.jobs = (unsigned)v;
 			break;
 		case 'c':
-			if (!strcmp(optarg, "lsh"))
+			if (!strcmp(optarg, "auto"))
+				opts.candidates = MAMORI_CANDIDATES_AUTO;
+			else if (!strcmp(optarg, "lsh"))
 				opts.candidates = MAMORI_CANDIDATES_LSH;
 			else if (!strcmp(optarg, "all"))
 				opts.candidates = MAMORI_CANDIDATES_ALL;
 			else {
-				fprintf(stderr, "mamori classify: --candidates is lsh or all, not '%s'\n", optarg);
+				fprintf(stderr, "mamori classify: --candidates is auto, lsh or all, not '%s'\n", optarg);
 				return MAMORI_EXIT_USAGE;
 			}
 			break;
