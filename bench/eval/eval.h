@@ -35,9 +35,9 @@ typedef enum mamori_eval_level {
 /** labels.csv in memory: one entry per row (per sample file). */
 typedef struct mamori_eval_labels {
 	size_t n;
-	char (*sha256)[65];  /**< n lowercase hex digests */
-	int64_t *family;     /**< n dense family ids, 0..n_families-1 */
-	int64_t *subfamily;  /**< n dense (family, subfamily) ids */
+	char (*sha256)[65]; /**< n lowercase hex digests */
+	int64_t *family;    /**< n dense family ids, 0..n_families-1 */
+	int64_t *subfamily; /**< n dense (family, subfamily) ids */
 	size_t n_families;
 	size_t n_subfamilies;
 	char **family_names; /**< n_families heap strings */
@@ -45,7 +45,7 @@ typedef struct mamori_eval_labels {
 
 /** The external scores of one clustering against one ground truth. */
 typedef struct mamori_eval_scores {
-	size_t n;          /**< samples scored */
+	size_t n;	   /**< samples scored */
 	size_t n_clusters; /**< clusters, failed samples counted as singletons */
 	double precision;
 	double recall;
@@ -80,7 +80,8 @@ int mamori_eval_assign_from_clusters_json(int64_t *out, size_t *out_missing, siz
 int mamori_eval_assign_from_csv(int64_t *out, size_t *out_missing, size_t *out_failed,
 				const mamori_eval_labels *labels, const char *path);
 int mamori_eval_assign_parse_csv(int64_t *out, size_t *out_missing, size_t *out_failed,
-				 const mamori_eval_labels *labels, const char *buf, size_t len, const char *name);
+				 const mamori_eval_labels *labels, const char *buf, size_t len,
+				 const char *name);
 
 /**
  * Score predicted clusters `pred` (negative = no cluster: a singleton) against

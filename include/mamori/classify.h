@@ -25,7 +25,7 @@ extern "C" {
 
 /** Similarity threshold used when the caller gives none (tuned on the
  *  benchmark corpus; see docs/benchmarks.md). */
-#define MAMORI_CLASSIFY_DEFAULT_THRESHOLD 0.25
+#define MAMORI_CLASSIFY_DEFAULT_THRESHOLD 0.245
 
 /**
  * Which pairs get an exact similarity. ALL compares every pair the length

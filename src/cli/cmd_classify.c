@@ -25,7 +25,7 @@ static void usage(FILE *f)
 		"  --store DIR        sample store (default <db>.store)\n"
 		"  --out DIR          report folder (default mamori-out): clusters.json,\n"
 		"                     dendrogram.svg, tree.nwk, stats.json\n"
-		"  --threshold T      similarity at which samples join a family (default %.2f)\n"
+		"  --threshold T      similarity at which samples join a family (default %.3g)\n"
 		"  --floor F          exact similarity below F is cut off (default T/2)\n"
 		"  --linkage L        average (default), single or complete\n"
 		"  --jobs N           worker threads (default: all CPUs)\n"
