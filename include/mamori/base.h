@@ -30,16 +30,16 @@ extern "C" {
  */
 typedef enum mamori_error {
 	MAMORI_OK = 0,
-	MAMORI_ENOMEM = -1,      /**< out of memory */
-	MAMORI_EIO = -2,         /**< a file or stream could not be read/written */
-	MAMORI_EINVAL = -3,      /**< bad argument from the caller or user */
-	MAMORI_ETRUNC = -4,      /**< input ends before a structure it declares */
-	MAMORI_EFORMAT = -5,     /**< input is malformed or inconsistent */
-	MAMORI_EUNSUPPORTED = -6,/**< valid but not handled (arch, format) */
-	MAMORI_ELIMIT = -7,      /**< a resource limit was reached */
-	MAMORI_EDB = -8,         /**< database error */
-	MAMORI_ENOTFOUND = -9,   /**< a requested thing does not exist */
-	MAMORI_EBELOW = -10,     /**< similarity provably below the cut-off */
+	MAMORI_ENOMEM = -1,	  /**< out of memory */
+	MAMORI_EIO = -2,	  /**< a file or stream could not be read/written */
+	MAMORI_EINVAL = -3,	  /**< bad argument from the caller or user */
+	MAMORI_ETRUNC = -4,	  /**< input ends before a structure it declares */
+	MAMORI_EFORMAT = -5,	  /**< input is malformed or inconsistent */
+	MAMORI_EUNSUPPORTED = -6, /**< valid but not handled (arch, format) */
+	MAMORI_ELIMIT = -7,	  /**< a resource limit was reached */
+	MAMORI_EDB = -8,	  /**< database error */
+	MAMORI_ENOTFOUND = -9,	  /**< a requested thing does not exist */
+	MAMORI_EBELOW = -10,	  /**< similarity provably below the cut-off */
 } mamori_error;
 
 /** Short, static description of an error code. Never NULL. */
@@ -63,10 +63,10 @@ void mamori_error_clear(void);
 enum {
 	MAMORI_EXIT_OK = 0,
 	MAMORI_EXIT_FAILURE = 1,  /**< internal error (I/O, memory, database) */
-	MAMORI_EXIT_USAGE = 2,    /**< bad command line */
+	MAMORI_EXIT_USAGE = 2,	  /**< bad command line */
 	MAMORI_EXIT_BADINPUT = 3, /**< an input file is malformed or unsupported */
 	MAMORI_EXIT_PARTIAL = 4,  /**< some inputs failed; the rest was done */
-	MAMORI_EXIT_LIMIT = 5,    /**< a resource limit stopped the work */
+	MAMORI_EXIT_LIMIT = 5,	  /**< a resource limit stopped the work */
 };
 
 /** Map an error code to the CLI exit code above. */
@@ -238,31 +238,33 @@ int mamori_db_sample_add(mamori_db *db, const char *sha256, uint64_t size, const
 /** A stored analysis result of one sample under one analyzer version. */
 typedef struct mamori_fingerprint {
 	char sha256[65];
-	char analyzer[64];   /**< e.g. "traversal-v1"; a new version re-analyses */
-	bool ok;             /**< false: analysis failed, see `error` */
-	char *error;         /**< heap string or NULL */
-	char *format;        /**< "pe32", "pe32+", "elf32", "elf64" or NULL */
-	uint32_t *tokens;    /**< heap array of `n_tokens` instruction tokens */
+	char analyzer[64]; /**< e.g. "traversal-v1"; a new version re-analyses */
+	bool ok;	   /**< false: analysis failed, see `error` */
+	char *error;	   /**< heap string or NULL */
+	char *format;	   /**< "pe32", "pe32+", "elf32", "elf64" or NULL */
+	uint32_t *tokens;  /**< heap array of `n_tokens` instruction tokens */
 	size_t n_tokens;
-	char seq_hash[65];   /**< SHA-256 of the token sequence ("" if failed) */
+	char seq_hash[65]; /**< SHA-256 of the token sequence ("" if failed) */
 } mamori_fingerprint;
 
 void mamori_fingerprint_clear(mamori_fingerprint *fp);
 /** MAMORI_ENOTFOUND when not analysed yet under that analyzer. */
-int mamori_db_fingerprint_get(mamori_db *db, const char *sha256, const char *analyzer, mamori_fingerprint *out);
+int mamori_db_fingerprint_get(mamori_db *db, const char *sha256, const char *analyzer,
+			      mamori_fingerprint *out);
 int mamori_db_fingerprint_put(mamori_db *db, const mamori_fingerprint *fp);
 
 /** Cached exact similarity between two token sequences (by seq_hash).
  *  `below` is true when the value was cut off below `floor`. */
-int mamori_db_similarity_get(mamori_db *db, const char *seq_a, const char *seq_b, double floor,
-			     double *out_s, bool *out_below);
+int mamori_db_similarity_get(mamori_db *db, const char *seq_a, const char *seq_b, double floor, double *out_s,
+			     bool *out_below);
 int mamori_db_similarity_put(mamori_db *db, const char *seq_a, const char *seq_b, double floor, double s,
 			     bool below);
 
 /** Save one clustering run; returns its id. `clusters[i]` is the cluster
  *  of `sha256s[i]`, or -1 for a sample that failed. */
 int mamori_db_cluster_run_save(mamori_db *db, int64_t *out_run_id, double threshold, const char *linkage,
-			       const char *analyzer, size_t n, const char *const *sha256s, const int64_t *clusters);
+			       const char *analyzer, size_t n, const char *const *sha256s,
+			       const int64_t *clusters);
 
 #ifdef __cplusplus
 }

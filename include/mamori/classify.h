@@ -59,19 +59,19 @@ const char *mamori_view_name(mamori_view v);
 int mamori_view_parse(mamori_view *out, const char *s);
 
 typedef struct mamori_classify_opts {
-	const char *db_path;    /**< SQLite file; default "mamori.db" */
-	const char *store_dir;  /**< sample store; default "<db>.store" */
-	const char *out_dir;    /**< reports; default "mamori-out" */
-	double threshold;       /**< similarity at which samples join a family */
-	double floor;           /**< exact similarity below this is cut off (default threshold / 2) */
+	const char *db_path;	/**< SQLite file; default "mamori.db" */
+	const char *store_dir;	/**< sample store; default "<db>.store" */
+	const char *out_dir;	/**< reports; default "mamori-out" */
+	double threshold;	/**< similarity at which samples join a family */
+	double floor;		/**< exact similarity below this is cut off (default threshold / 2) */
 	mamori_linkage linkage; /**< default average */
 	mamori_candidates candidates;
-	mamori_view view;       /**< default MAMORI_CLASSIFY_DEFAULT_VIEW */
-	unsigned jobs;          /**< worker threads; 0 = number of CPUs */
-	const char *pairs_out;  /**< optional CSV of computed pairs >= floor */
-	size_t max_files;       /**< 0 = default 200,000 */
-	bool quiet;             /**< no family table on stdout */
-	bool keep_library_code; /**< do not remove known runtime code before comparing */
+	mamori_view view;		 /**< default MAMORI_CLASSIFY_DEFAULT_VIEW */
+	unsigned jobs;			 /**< worker threads; 0 = number of CPUs */
+	const char *pairs_out;		 /**< optional CSV of computed pairs >= floor */
+	size_t max_files;		 /**< 0 = default 200,000 */
+	bool quiet;			 /**< no family table on stdout */
+	bool keep_library_code;		 /**< do not remove known runtime code before comparing */
 	const char *const *library_refs; /**< extra reference binaries of library code */
 	size_t n_library_refs;
 } mamori_classify_opts;
@@ -104,10 +104,10 @@ size_t mamori_libcode_size(const mamori_libcode *lc);
 /** One input file's outcome. */
 typedef struct mamori_classify_sample {
 	char *path;
-	char sha256[65];  /**< "" when the file could not be read */
+	char sha256[65]; /**< "" when the file could not be read */
 	bool ok;
-	char *error;      /**< NULL when ok */
-	int64_t cluster;  /**< -1 when failed */
+	char *error;	 /**< NULL when ok */
+	int64_t cluster; /**< -1 when failed */
 } mamori_classify_sample;
 
 typedef struct mamori_classify_cluster {
@@ -125,10 +125,10 @@ typedef struct mamori_classify_result {
 	size_t n_clusters;
 	size_t unique_sequences, candidate_pairs, exact_pairs, below_pairs, cached_pairs;
 	mamori_candidates candidates_used; /**< ALL or LSH (AUTO resolved) */
-	size_t library_windows;        /**< known library k-grams used */
-	size_t tokens_total;           /**< tokens of the unique sequences */
-	size_t library_tokens_removed; /**< of which were known library code */
-	size_t tokens_compared;        /**< tokens left in the compared view */
+	size_t library_windows;		   /**< known library k-grams used */
+	size_t tokens_total;		   /**< tokens of the unique sequences */
+	size_t library_tokens_removed;	   /**< of which were known library code */
+	size_t tokens_compared;		   /**< tokens left in the compared view */
 	double wall_s;
 } mamori_classify_result;
 

@@ -81,15 +81,15 @@ static uint64_t load_be(const uint8_t *p, size_t n)
 	return v;
 }
 
-#define DEFINE_READ(name, type, n, loader)                                                                     \
-	int name(mamori_cursor *cur, type *v)                                                                  \
-	{                                                                                                      \
-		int rc = need(cur, n);                                                                         \
-		if (rc == MAMORI_OK) {                                                                         \
-			*v = (type)loader(cur->data + cur->pos, n);                                            \
-			cur->pos += n;                                                                         \
-		}                                                                                              \
-		return rc;                                                                                     \
+#define DEFINE_READ(name, type, n, loader)                          \
+	int name(mamori_cursor *cur, type *v)                       \
+	{                                                           \
+		int rc = need(cur, n);                              \
+		if (rc == MAMORI_OK) {                              \
+			*v = (type)loader(cur->data + cur->pos, n); \
+			cur->pos += n;                              \
+		}                                                   \
+		return rc;                                          \
 	}
 
 DEFINE_READ(mamori_read_u16le, uint16_t, 2, load_le)

@@ -73,7 +73,8 @@ static int migrate(mamori_db *db)
 	if (v < 0)
 		return db_fail(db, "reading schema version");
 	if (v > N_MIGRATIONS)
-		return mamori_fail(MAMORI_EDB, "database schema %d is newer than this mamori (%d)", v, N_MIGRATIONS);
+		return mamori_fail(MAMORI_EDB, "database schema %d is newer than this mamori (%d)", v,
+				   N_MIGRATIONS);
 	for (int i = v; i < N_MIGRATIONS; i++) {
 		char pragma[64];
 		snprintf(pragma, sizeof(pragma), "PRAGMA user_version=%d;", i + 1);
@@ -108,8 +109,8 @@ int mamori_db_open(mamori_db **out, const char *path)
 	mamori_db *db = calloc(1, sizeof(*db));
 	if (!db)
 		return mamori_fail(MAMORI_ENOMEM, "database handle");
-	if (sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
-	    SQLITE_OK) {
+	if (sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK) {
 		rc = mamori_fail(MAMORI_EDB, "%s: cannot open: %s", path,
 				 db->h ? sqlite3_errmsg(db->h) : "out of memory");
 		goto done;
@@ -119,18 +120,22 @@ int mamori_db_open(mamori_db **out, const char *path)
 		goto done;
 	if ((rc = migrate(db)))
 		goto done;
-	if ((rc = prepare(db, &db->sample_add,
-			  "INSERT INTO samples(sha256, size) VALUES(?1, ?2) ON CONFLICT(sha256) DO NOTHING")) ||
-	    (rc = prepare(db, &db->path_add, "INSERT OR IGNORE INTO sample_paths(sha256, path) VALUES(?1, ?2)")) ||
+	if ((rc = prepare(
+		     db, &db->sample_add,
+		     "INSERT INTO samples(sha256, size) VALUES(?1, ?2) ON CONFLICT(sha256) DO NOTHING")) ||
+	    (rc = prepare(db, &db->path_add,
+			  "INSERT OR IGNORE INTO sample_paths(sha256, path) VALUES(?1, ?2)")) ||
 	    (rc = prepare(db, &db->fp_get,
 			  "SELECT ok, error, format, n_tokens, seq_hash, tokens FROM fingerprints"
 			  " WHERE sha256=?1 AND analyzer=?2")) ||
 	    (rc = prepare(db, &db->fp_put,
 			  "INSERT OR REPLACE INTO fingerprints(sha256, analyzer, ok, error, format, n_tokens,"
 			  " seq_hash, tokens) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)")) ||
-	    (rc = prepare(db, &db->sim_get, "SELECT floor, s, below FROM similarities WHERE seq_a=?1 AND seq_b=?2")) ||
+	    (rc = prepare(db, &db->sim_get,
+			  "SELECT floor, s, below FROM similarities WHERE seq_a=?1 AND seq_b=?2")) ||
 	    (rc = prepare(db, &db->sim_put,
-			  "INSERT OR REPLACE INTO similarities(seq_a, seq_b, floor, s, below) VALUES(?1,?2,?3,?4,?5)")))
+			  "INSERT OR REPLACE INTO similarities(seq_a, seq_b, floor, s, below) "
+			  "VALUES(?1,?2,?3,?4,?5)")))
 		goto done;
 done:
 	if (rc != MAMORI_OK) {
@@ -202,7 +207,8 @@ static char *dup_col(sqlite3_stmt *st, int col)
 	return t ? strdup((const char *)t) : NULL;
 }
 
-int mamori_db_fingerprint_get(mamori_db *db, const char *sha256, const char *analyzer, mamori_fingerprint *out)
+int mamori_db_fingerprint_get(mamori_db *db, const char *sha256, const char *analyzer,
+			      mamori_fingerprint *out)
 {
 	int rc = MAMORI_OK;
 	sqlite3_stmt *st = db->fp_get;
@@ -229,7 +235,8 @@ int mamori_db_fingerprint_get(mamori_db *db, const char *sha256, const char *ana
 	size_t bytes = (size_t)sqlite3_column_bytes(st, 5);
 	size_t n = (size_t)sqlite3_column_int64(st, 3);
 	if (bytes != n * 4) {
-		rc = mamori_fail(MAMORI_EDB, "fingerprint of %s has %zu token bytes for %zu tokens", sha256, bytes, n);
+		rc = mamori_fail(MAMORI_EDB, "fingerprint of %s has %zu token bytes for %zu tokens", sha256,
+				 bytes, n);
 		goto done;
 	}
 	if (n) {
@@ -275,7 +282,8 @@ int mamori_db_fingerprint_put(mamori_db *db, const mamori_fingerprint *fp)
 	sqlite3_bind_int64(st, 6, (sqlite3_int64)fp->n_tokens);
 	if (fp->seq_hash[0])
 		sqlite3_bind_text(st, 7, fp->seq_hash, -1, SQLITE_STATIC);
-	sqlite3_bind_blob64(st, 8, blob ? (const void *)blob : (const void *)"", fp->n_tokens * 4, SQLITE_STATIC);
+	sqlite3_bind_blob64(st, 8, blob ? (const void *)blob : (const void *)"", fp->n_tokens * 4,
+			    SQLITE_STATIC);
 	int rc = step_done(db, st, "storing fingerprint");
 	free(blob);
 	return rc;
@@ -318,7 +326,8 @@ int mamori_db_similarity_get(mamori_db *db, const char *seq_a, const char *seq_b
 	return rc;
 }
 
-int mamori_db_similarity_put(mamori_db *db, const char *seq_a, const char *seq_b, double floor, double s, bool below)
+int mamori_db_similarity_put(mamori_db *db, const char *seq_a, const char *seq_b, double floor, double s,
+			     bool below)
 {
 	sqlite3_stmt *st = db->sim_put;
 	order_pair(&seq_a, &seq_b);
@@ -331,16 +340,21 @@ int mamori_db_similarity_put(mamori_db *db, const char *seq_a, const char *seq_b
 }
 
 int mamori_db_cluster_run_save(mamori_db *db, int64_t *out_run_id, double threshold, const char *linkage,
-			       const char *analyzer, size_t n, const char *const *sha256s, const int64_t *clusters)
+			       const char *analyzer, size_t n, const char *const *sha256s,
+			       const int64_t *clusters)
 {
 	int rc = MAMORI_OK;
 	sqlite3_stmt *run = NULL, *mem = NULL;
 	*out_run_id = -1;
 	if ((rc = exec(db, "BEGIN")))
 		return rc;
-	if ((rc = prepare(db, &run, "INSERT INTO cluster_runs(threshold, linkage, analyzer, n_samples) VALUES(?1,?2,?3,?4)")))
+	if ((rc = prepare(db, &run,
+			  "INSERT INTO cluster_runs(threshold, linkage, analyzer, n_samples) "
+			  "VALUES(?1,?2,?3,?4)")))
 		goto done;
-	if ((rc = prepare(db, &mem, "INSERT OR REPLACE INTO cluster_members(run_id, sha256, cluster) VALUES(?1,?2,?3)")))
+	if ((rc = prepare(
+		     db, &mem,
+		     "INSERT OR REPLACE INTO cluster_members(run_id, sha256, cluster) VALUES(?1,?2,?3)")))
 		goto done;
 	sqlite3_bind_double(run, 1, threshold);
 	sqlite3_bind_text(run, 2, linkage, -1, SQLITE_STATIC);

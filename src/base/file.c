@@ -121,7 +121,8 @@ int mamori_mkdir_p(const char *path)
 		char saved = buf[i];
 		buf[i] = '\0';
 		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-			return mamori_fail(MAMORI_EIO, "%s: cannot create directory: %s", buf, strerror(errno));
+			return mamori_fail(MAMORI_EIO, "%s: cannot create directory: %s", buf,
+					   strerror(errno));
 		buf[i] = saved;
 	}
 	struct stat st;

@@ -21,7 +21,7 @@ void mamori_log_set_level(mamori_log_level lvl)
 
 void mamori_log(mamori_log_level lvl, const char *fmt, ...)
 {
-	static const char *names[] = {"error", "warning", "info", "debug"};
+	static const char *names[] = { "error", "warning", "info", "debug" };
 	if (lvl > log_level)
 		return;
 	va_list ap;

@@ -30,8 +30,8 @@
 #include "mamori/similarity.h"
 
 #define DEFAULT_MAX_FILES 200000
-#define MAX_LEAVES 40000
-#define MAX_THREADS 256
+#define MAX_LEAVES	  40000
+#define MAX_THREADS	  256
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                        */
@@ -86,7 +86,7 @@ static void *pool_worker(void *arg)
 
 static void parallel_for(size_t n, unsigned jobs, work_fn fn, void *ctx, const char *label)
 {
-	pool_job job = {.fn = fn, .ctx = ctx, .n = n, .progress = mamori_progress_start(label, n)};
+	pool_job job = { .fn = fn, .ctx = ctx, .n = n, .progress = mamori_progress_start(label, n) };
 	atomic_init(&job.next, 0);
 	pthread_t th[MAX_THREADS];
 	unsigned started = 0;
@@ -114,8 +114,8 @@ typedef struct item {
 	bool ok;
 	bool need_analysis;
 	char *error;
-	int64_t seq;     /* index into the unique sequences, -1 if none */
-	int64_t leaf;    /* index of its distinct sample in the clustering, -1 if failed */
+	int64_t seq;  /* index into the unique sequences, -1 if none */
+	int64_t leaf; /* index of its distinct sample in the clustering, -1 if failed */
 	int64_t cluster;
 } item;
 
@@ -271,7 +271,7 @@ static int collect_files(run *r, const char *const *paths, size_t n_paths)
 	while ((e = fts_read(fts))) {
 		if (e->fts_info != FTS_F)
 			continue;
-		item it = {.seq = -1, .leaf = -1, .cluster = -1};
+		item it = { .seq = -1, .leaf = -1, .cluster = -1 };
 		it.path = strdup(e->fts_path);
 		if (!it.path) {
 			rc = mamori_fail(MAMORI_ENOMEM, "input list");
@@ -483,7 +483,7 @@ typedef struct pair_job {
 	run *r;
 	mamori_pair *pairs;
 	size_t n;
-	float *sim;    /* result per pair; < 0 = below the floor */
+	float *sim; /* result per pair; < 0 = below the floor */
 	bool *cached;
 } pair_job;
 
@@ -510,7 +510,7 @@ static int all_pairs(mamori_pair **out, size_t *out_count, const run *r)
 			size_t hi = r->seqs[i].n < r->seqs[j].n ? r->seqs[j].n : r->seqs[i].n;
 			if (hi && (double)lo / (double)hi < r->opts->floor)
 				continue;
-			mamori_pair p = {(uint32_t)i, (uint32_t)j};
+			mamori_pair p = { (uint32_t)i, (uint32_t)j };
 			int rc = mamori_vec_push(&v, &p);
 			if (rc != MAMORI_OK) {
 				mamori_vec_free(&v);
@@ -528,12 +528,13 @@ static int compute_similarities(run *r, float *seq_dist, mamori_classify_result 
 	mamori_pair *pairs = NULL;
 	size_t n_pairs = 0;
 	mamori_lsh *lsh = NULL;
-	pair_job pj = {.r = r};
+	pair_job pj = { .r = r };
 	FILE *pf = NULL;
 	size_t all = r->n_seqs > 1 ? r->n_seqs * (r->n_seqs - 1) / 2 : 0;
 	res->candidates_used = r->opts->candidates;
 	if (res->candidates_used == MAMORI_CANDIDATES_AUTO)
-		res->candidates_used = all <= MAMORI_CLASSIFY_AUTO_MAX_PAIRS ? MAMORI_CANDIDATES_ALL : MAMORI_CANDIDATES_LSH;
+		res->candidates_used =
+			all <= MAMORI_CLASSIFY_AUTO_MAX_PAIRS ? MAMORI_CANDIDATES_ALL : MAMORI_CANDIDATES_LSH;
 	if (res->candidates_used == MAMORI_CANDIDATES_ALL) {
 		rc = all_pairs(&pairs, &n_pairs, r);
 	} else {
@@ -618,7 +619,7 @@ done:
 typedef struct leafset {
 	size_t n;
 	size_t *item_of_leaf; /* first item index of each distinct sample */
-	float *dist;          /* condensed n x n */
+	float *dist;	      /* condensed n x n */
 	mamori_dendrogram *tree;
 	int64_t *labels;
 	size_t k;
@@ -662,8 +663,8 @@ static int assign_leaves(run *r, leafset *ls)
 	}
 	free(table);
 	if (ls->n > MAX_LEAVES)
-		return mamori_fail(MAMORI_ELIMIT, "%zu distinct samples is more than %d for one clustering", ls->n,
-				   MAX_LEAVES);
+		return mamori_fail(MAMORI_ELIMIT, "%zu distinct samples is more than %d for one clustering",
+				   ls->n, MAX_LEAVES);
 	return MAMORI_OK;
 }
 
@@ -680,9 +681,10 @@ static int cluster_leaves(run *r, leafset *ls, const float *seq_dist)
 		size_t si = (size_t)r->items[ls->item_of_leaf[i]].seq;
 		for (size_t j = i + 1; j < n; j++, k++) {
 			size_t sj = (size_t)r->items[ls->item_of_leaf[j]].seq;
-			ls->dist[k] = si == sj ? 0.0f
-				      : seq_dist[si < sj ? mamori_condensed_index(r->n_seqs, si, sj)
-						       : mamori_condensed_index(r->n_seqs, sj, si)];
+			ls->dist[k] = si == sj
+					      ? 0.0f
+					      : seq_dist[si < sj ? mamori_condensed_index(r->n_seqs, si, sj)
+								 : mamori_condensed_index(r->n_seqs, sj, si)];
 		}
 	}
 	if (n == 0)
@@ -781,7 +783,8 @@ static int write_clusters_json(const run *r, const leafset *ls, const mamori_cla
 		json_object_set_new(o, "representative_path", json_string(r->items[cl->representative].path));
 		for (size_t l = 0; l < ls->n; l++)
 			if (ls->labels[l] == cl->id)
-				json_array_append_new(members, json_string(r->items[ls->item_of_leaf[l]].sha256));
+				json_array_append_new(members,
+						      json_string(r->items[ls->item_of_leaf[l]].sha256));
 		json_object_set_new(o, "members", members);
 		json_array_append_new(clusters, o);
 	}
@@ -819,10 +822,12 @@ static int write_tree_files(const run *r, const leafset *ls)
 		goto done;
 	}
 	char title[256];
-	snprintf(title, sizeof(title), "mamori: %zu samples, %zu families at similarity %.2f (%s linkage)", ls->n,
-		 ls->k, r->opts->threshold, mamori_linkage_name(r->opts->linkage));
-	mamori_svg_opts so = {.title = title, .cut_height = 1.0 - r->opts->threshold, .labels = ls->labels,
-			      .label_max_chars = 28};
+	snprintf(title, sizeof(title), "mamori: %zu samples, %zu families at similarity %.2f (%s linkage)",
+		 ls->n, ls->k, r->opts->threshold, mamori_linkage_name(r->opts->linkage));
+	mamori_svg_opts so = { .title = title,
+			       .cut_height = 1.0 - r->opts->threshold,
+			       .labels = ls->labels,
+			       .label_max_chars = 28 };
 	rc = mamori_dendrogram_svg(f, ls->tree, names, &so);
 	if (fclose(f) != 0 && rc == MAMORI_OK)
 		rc = mamori_fail(MAMORI_EIO, "%s: write failed", path);
@@ -854,7 +859,8 @@ static int write_stats(const run *r, const mamori_classify_result *res, const le
 	json_object_set_new(root, "clusters", json_integer((json_int_t)res->n_clusters));
 	json_object_set_new(root, "library_windows", json_integer((json_int_t)res->library_windows));
 	json_object_set_new(root, "tokens_total", json_integer((json_int_t)res->tokens_total));
-	json_object_set_new(root, "library_tokens_removed", json_integer((json_int_t)res->library_tokens_removed));
+	json_object_set_new(root, "library_tokens_removed",
+			    json_integer((json_int_t)res->library_tokens_removed));
 	json_object_set_new(root, "tokens_compared", json_integer((json_int_t)res->tokens_compared));
 	json_object_set_new(root, "view", json_string(mamori_view_name(r->opts->view)));
 	json_object_set_new(root, "threshold", json_real(r->opts->threshold));
@@ -968,7 +974,8 @@ int mamori_classify_run(mamori_classify_result **out, const char *const *paths, 
 	if (opts.floor < 0)
 		opts.floor = opts.threshold / 2;
 	if (opts.floor > opts.threshold) {
-		rc = mamori_fail(MAMORI_EINVAL, "floor %g is above the threshold %g", opts.floor, opts.threshold);
+		rc = mamori_fail(MAMORI_EINVAL, "floor %g is above the threshold %g", opts.floor,
+				 opts.threshold);
 		goto done;
 	}
 	if (!opts.jobs)
@@ -1065,8 +1072,9 @@ int mamori_classify_run(mamori_classify_result **out, const char *const *paths, 
 		for (size_t l = 0; l < ls.n; l++)
 			shas[l] = r.items[ls.item_of_leaf[l]].sha256;
 		int64_t run_id;
-		rc = mamori_db_cluster_run_save(r.db, &run_id, opts.threshold, mamori_linkage_name(opts.linkage),
-						r.analyzer, ls.n, shas, ls.labels);
+		rc = mamori_db_cluster_run_save(r.db, &run_id, opts.threshold,
+						mamori_linkage_name(opts.linkage), r.analyzer, ls.n, shas,
+						ls.labels);
 		free(shas);
 		if (rc)
 			goto done;

@@ -13,7 +13,8 @@ bool cli_parse_double(double *out, const char *s, double lo, double hi, const ch
 	errno = 0;
 	double v = strtod(s, &end);
 	if (errno || end == s || *end || isnan(v) || v < lo || v > hi) {
-		fprintf(stderr, "mamori %s: %s needs a number from %g to %g, not '%s'\n", cmd, opt, lo, hi, s);
+		fprintf(stderr, "mamori %s: %s needs a number from %g to %g, not '%s'\n", cmd, opt, lo, hi,
+			s);
 		return false;
 	}
 	*out = v;
@@ -38,8 +39,9 @@ void cli_report_error(const char *cmd, const char *subject, int err)
 {
 	const char *detail = mamori_error_detail();
 	if (subject)
-		fprintf(stderr, "mamori %s: %s: %s%s%s\n", cmd, subject, mamori_strerror(err), detail[0] ? ": " : "",
-			detail);
+		fprintf(stderr, "mamori %s: %s: %s%s%s\n", cmd, subject, mamori_strerror(err),
+			detail[0] ? ": " : "", detail);
 	else
-		fprintf(stderr, "mamori %s: %s%s%s\n", cmd, mamori_strerror(err), detail[0] ? ": " : "", detail);
+		fprintf(stderr, "mamori %s: %s%s%s\n", cmd, mamori_strerror(err), detail[0] ? ": " : "",
+			detail);
 }

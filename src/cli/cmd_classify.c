@@ -74,15 +74,23 @@ static void print_table(const mamori_classify_result *res, size_t top, const cha
 int cmd_classify(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"db", required_argument, NULL, 'd'},       {"store", required_argument, NULL, 's'},
-		{"out", required_argument, NULL, 'o'},      {"threshold", required_argument, NULL, 't'},
-		{"floor", required_argument, NULL, 'f'},    {"linkage", required_argument, NULL, 'l'},
-		{"jobs", required_argument, NULL, 'j'},     {"candidates", required_argument, NULL, 'c'},
-		{"pairs-out", required_argument, NULL, 'p'}, {"max-files", required_argument, NULL, 'm'},
-		{"top", required_argument, NULL, 'T'},      {"quiet", no_argument, NULL, 'q'},
-		{"help", no_argument, NULL, 'h'},           {"keep-library-code", no_argument, NULL, 'K'},
-		{"library-ref", required_argument, NULL, 'R'}, {"view", required_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+		{ "db", required_argument, NULL, 'd' },
+		{ "store", required_argument, NULL, 's' },
+		{ "out", required_argument, NULL, 'o' },
+		{ "threshold", required_argument, NULL, 't' },
+		{ "floor", required_argument, NULL, 'f' },
+		{ "linkage", required_argument, NULL, 'l' },
+		{ "jobs", required_argument, NULL, 'j' },
+		{ "candidates", required_argument, NULL, 'c' },
+		{ "pairs-out", required_argument, NULL, 'p' },
+		{ "max-files", required_argument, NULL, 'm' },
+		{ "top", required_argument, NULL, 'T' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "keep-library-code", no_argument, NULL, 'K' },
+		{ "library-ref", required_argument, NULL, 'R' },
+		{ "view", required_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
 	};
 	mamori_classify_opts opts;
 	mamori_classify_opts_init(&opts);
@@ -106,7 +114,9 @@ int cmd_classify(int argc, char **argv)
 			break;
 		case 'l':
 			if (mamori_linkage_parse(&opts.linkage, optarg) != MAMORI_OK) {
-				fprintf(stderr, "mamori classify: --linkage is average, single or complete, not '%s'\n",
+				fprintf(stderr,
+					"mamori classify: --linkage is average, single or complete, not "
+					"'%s'\n",
 					optarg);
 				return MAMORI_EXIT_USAGE;
 			}
@@ -124,7 +134,9 @@ int cmd_classify(int argc, char **argv)
 			else if (!strcmp(optarg, "all"))
 				opts.candidates = MAMORI_CANDIDATES_ALL;
 			else {
-				fprintf(stderr, "mamori classify: --candidates is auto, lsh or all, not '%s'\n", optarg);
+				fprintf(stderr,
+					"mamori classify: --candidates is auto, lsh or all, not '%s'\n",
+					optarg);
 				return MAMORI_EXIT_USAGE;
 			}
 			break;
@@ -142,7 +154,9 @@ int cmd_classify(int argc, char **argv)
 		case 'K': opts.keep_library_code = true; break;
 		case 'V':
 			if (mamori_view_parse(&opts.view, optarg) != MAMORI_OK) {
-				fprintf(stderr, "mamori classify: --view is exact, arch-neutral, skeleton or mnemonic, not '%s'\n",
+				fprintf(stderr,
+					"mamori classify: --view is exact, arch-neutral, skeleton or "
+					"mnemonic, not '%s'\n",
 					optarg);
 				return MAMORI_EXIT_USAGE;
 			}
@@ -164,20 +178,23 @@ int cmd_classify(int argc, char **argv)
 		return MAMORI_EXIT_USAGE;
 	}
 	if (opts.floor > opts.threshold) {
-		fprintf(stderr, "mamori classify: --floor %g is above --threshold %g\n", opts.floor, opts.threshold);
+		fprintf(stderr, "mamori classify: --floor %g is above --threshold %g\n", opts.floor,
+			opts.threshold);
 		return MAMORI_EXIT_USAGE;
 	}
 	opts.library_refs = refs;
 	opts.n_library_refs = n_refs;
 	mamori_classify_result *res = NULL;
-	int rc = mamori_classify_run(&res, (const char *const *)argv + optind, (size_t)(argc - optind), &opts);
+	int rc =
+		mamori_classify_run(&res, (const char *const *)argv + optind, (size_t)(argc - optind), &opts);
 	if (rc != MAMORI_OK) {
 		cli_report_error("classify", NULL, rc);
 		return mamori_exit_code(rc);
 	}
 	for (size_t i = 0; i < res->n_samples; i++)
 		if (!res->samples[i].ok)
-			fprintf(stderr, "mamori classify: %s: %s\n", res->samples[i].path, res->samples[i].error);
+			fprintf(stderr, "mamori classify: %s: %s\n", res->samples[i].path,
+				res->samples[i].error);
 	if (!opts.quiet)
 		print_table(res, (size_t)top, opts.out_dir);
 	int exit_code = res->n_failed ? MAMORI_EXIT_PARTIAL : MAMORI_EXIT_OK;

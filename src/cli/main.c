@@ -16,10 +16,10 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-	{"info", cmd_info, "parse a PE or ELF file and print its structure as JSON"},
-	{"disasm", cmd_disasm, "disassemble a PE or ELF file and show each instruction with its token"},
-	{"compare", cmd_compare, "similarity of two samples with their shared and changed code"},
-	{"classify", cmd_classify, "cluster samples into families (JSON, SVG dendrogram, Newick)"},
+	{ "info", cmd_info, "parse a PE or ELF file and print its structure as JSON" },
+	{ "disasm", cmd_disasm, "disassemble a PE or ELF file and show each instruction with its token" },
+	{ "compare", cmd_compare, "similarity of two samples with their shared and changed code" },
+	{ "classify", cmd_classify, "cluster samples into families (JSON, SVG dendrogram, Newick)" },
 };
 
 static void usage(FILE *f)

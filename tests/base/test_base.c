@@ -1,12 +1,14 @@
 /* Unit tests of the base library: errors, bounded cursor, growth buffer,
  * hashing, files, the sample store and the database. */
+#include <pthread.h>
 #include <setjmp.h>
+#include <sqlite3.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
-#include <pthread.h>
-#include <sqlite3.h>
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -34,8 +36,9 @@ static int remove_tmpdir(void **state)
 static void test_errors(void **state)
 {
 	(void)state;
-	const int codes[] = {MAMORI_OK, MAMORI_ENOMEM, MAMORI_EIO, MAMORI_EINVAL, MAMORI_ETRUNC, MAMORI_EFORMAT,
-			     MAMORI_EUNSUPPORTED, MAMORI_ELIMIT, MAMORI_EDB, MAMORI_ENOTFOUND, MAMORI_EBELOW};
+	const int codes[] = { MAMORI_OK,     MAMORI_ENOMEM,    MAMORI_EIO,	    MAMORI_EINVAL,
+			      MAMORI_ETRUNC, MAMORI_EFORMAT,   MAMORI_EUNSUPPORTED, MAMORI_ELIMIT,
+			      MAMORI_EDB,    MAMORI_ENOTFOUND, MAMORI_EBELOW };
 	size_t n = sizeof(codes) / sizeof(codes[0]);
 	for (size_t i = 0; i < n; i++)
 		for (size_t j = i + 1; j < n; j++)
@@ -71,7 +74,7 @@ static void test_error_detail_is_per_thread(void **state)
 static void test_cursor(void **state)
 {
 	(void)state;
-	const uint8_t buf[] = {0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 'h', 'i', 0, 'x'};
+	const uint8_t buf[] = { 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 'h', 'i', 0, 'x' };
 	mamori_cursor c;
 	uint8_t u8;
 	uint16_t u16;
@@ -189,8 +192,9 @@ static void test_store(void **state)
 	assert_int_equal(stat(path, &st), 0);
 	/* Read-only and never executable. */
 	assert_int_equal(st.st_mode & 0777, 0444);
-	assert_int_equal(mamori_store_path(s, "00000000000000000000000000000000000000000000000000000000000000ff", path,
-					   sizeof(path)),
+	assert_int_equal(mamori_store_path(s,
+					   "00000000000000000000000000000000000000000000000000000000000000ff",
+					   path, sizeof(path)),
 			 MAMORI_ENOTFOUND);
 	assert_int_equal(mamori_store_path(s, "../../etc/passwd", path, sizeof(path)), MAMORI_EINVAL);
 	mamori_store_free(s);
@@ -213,7 +217,7 @@ static void test_db(void **state)
 	memset(&fp, 0, sizeof(fp));
 	snprintf(fp.sha256, sizeof(fp.sha256), "%s", sha);
 	snprintf(fp.analyzer, sizeof(fp.analyzer), "test-v1");
-	uint32_t toks[] = {1, 0xdeadbeef, 3, 0x80000000};
+	uint32_t toks[] = { 1, 0xdeadbeef, 3, 0x80000000 };
 	fp.ok = true;
 	fp.tokens = toks;
 	fp.n_tokens = 4;
@@ -246,10 +250,11 @@ static void test_db(void **state)
 	assert_true(below);
 	assert_int_equal(mamori_db_similarity_get(db, "aaa", "ccc", 0.1, &s, &below), MAMORI_ENOTFOUND);
 
-	const char *shas[] = {sha, "00"};
-	int64_t clusters[] = {0, -1}, run_id;
-	assert_int_equal(mamori_db_cluster_run_save(db, &run_id, 0.5, "average", "test-v1", 2, shas, clusters),
-			 MAMORI_OK);
+	const char *shas[] = { sha, "00" };
+	int64_t clusters[] = { 0, -1 }, run_id;
+	assert_int_equal(
+		mamori_db_cluster_run_save(db, &run_id, 0.5, "average", "test-v1", 2, shas, clusters),
+		MAMORI_OK);
 	assert_true(run_id > 0);
 	mamori_db_free(db);
 
@@ -273,10 +278,10 @@ static void test_db(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_errors),   cmocka_unit_test(test_error_detail_is_per_thread),
-		cmocka_unit_test(test_cursor),   cmocka_unit_test(test_vec_limit),
-		cmocka_unit_test(test_hashes),   cmocka_unit_test(test_files),
-		cmocka_unit_test(test_store),    cmocka_unit_test(test_db),
+		cmocka_unit_test(test_errors), cmocka_unit_test(test_error_detail_is_per_thread),
+		cmocka_unit_test(test_cursor), cmocka_unit_test(test_vec_limit),
+		cmocka_unit_test(test_hashes), cmocka_unit_test(test_files),
+		cmocka_unit_test(test_store),  cmocka_unit_test(test_db),
 	};
 	return cmocka_run_group_tests(tests, make_tmpdir, remove_tmpdir);
 }

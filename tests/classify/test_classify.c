@@ -1,12 +1,14 @@
 /* End-to-end tests of the classify pipeline on the checked-in fixtures:
  * every stage runs for real (store, database, disassembly, similarity,
  * clustering, reports). */
+#include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
-#include <jansson.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +54,8 @@ static int setup(void **state)
 	if (mamori_mkdir_p(samples) != MAMORI_OK)
 		return -1;
 	snprintf(samples, sizeof(samples), "%s/in", tmpdir);
-	const char *names[] = {"pe32.exe", "pe64.exe", "pe64-stripped.exe", "pe32.dll", "pe64.dll", "elf64", "elf32"};
+	const char *names[] = { "pe32.exe", "pe64.exe", "pe64-stripped.exe", "pe32.dll", "pe64.dll",
+				"elf64",    "elf32" };
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		char from[1024], to[1024];
 		snprintf(from, sizeof(from), "%s/%s", fx, names[i]);
@@ -101,7 +104,7 @@ static void run_once(mamori_classify_result **res, const char *out, mamori_candi
 	o.out_dir = outdir;
 	o.jobs = 2;
 	o.candidates = cand;
-	const char *paths[] = {samples};
+	const char *paths[] = { samples };
 	int rc = mamori_classify_run(res, paths, 1, &o);
 	if (rc != MAMORI_OK)
 		fail_msg("classify: %s: %s", mamori_strerror(rc), mamori_error_detail());
@@ -204,7 +207,7 @@ static void test_bad_options(void **state)
 	snprintf(outdir, sizeof(outdir), "%s/bad", tmpdir);
 	o.db_path = db;
 	o.out_dir = outdir;
-	const char *paths[] = {samples};
+	const char *paths[] = { samples };
 	o.threshold = 0;
 	assert_int_equal(mamori_classify_run(&r, paths, 1, &o), MAMORI_EINVAL);
 	assert_null(r);
@@ -212,7 +215,7 @@ static void test_bad_options(void **state)
 	o.floor = 0.9;
 	assert_int_equal(mamori_classify_run(&r, paths, 1, &o), MAMORI_EINVAL);
 	o.floor = -1;
-	const char *missing[] = {"/nonexistent/mamori/path"};
+	const char *missing[] = { "/nonexistent/mamori/path" };
 	assert_int_equal(mamori_classify_run(&r, missing, 1, &o), MAMORI_EINVAL);
 	assert_non_null(strstr(mamori_error_detail(), "/nonexistent/mamori/path"));
 	o.max_files = 3;
@@ -225,13 +228,13 @@ static void test_libcode(void **state)
 	mamori_libcode *lc = NULL;
 	assert_int_equal(mamori_libcode_new(&lc, 1), MAMORI_EINVAL);
 	assert_int_equal(mamori_libcode_new(&lc, 4), MAMORI_OK);
-	const uint32_t lib[] = {10, 11, 12, 13, 14};
+	const uint32_t lib[] = { 10, 11, 12, 13, 14 };
 	assert_int_equal(mamori_libcode_add_tokens(lc, lib, 5), MAMORI_OK);
 	assert_int_equal(mamori_libcode_size(lc), 2);
 	/* 10 11 12 13 and 11 12 13 14 are library code; the rest stays, in order. */
-	uint32_t seq[] = {1, 2, 10, 11, 12, 13, 14, 3, 11, 12, 13, 4, 10, 11, 12, 13};
+	uint32_t seq[] = { 1, 2, 10, 11, 12, 13, 14, 3, 11, 12, 13, 4, 10, 11, 12, 13 };
 	size_t n = mamori_libcode_filter(lc, seq, 16);
-	const uint32_t want[] = {1, 2, 3, 11, 12, 13, 4};
+	const uint32_t want[] = { 1, 2, 3, 11, 12, 13, 4 };
 	assert_int_equal(n, 7);
 	assert_memory_equal(seq, want, sizeof(want));
 	mamori_libcode_free(lc);
@@ -252,15 +255,16 @@ static void test_views(void **state)
 	/* 64-bit and 32-bit forms of one operation meet in the arch-neutral view. */
 	uint32_t t64, t32, tabs, trip;
 	uint8_t len;
-	const uint8_t add64[] = {0x48, 0x01, 0xd8}; /* add rax, rbx */
-	const uint8_t add32[] = {0x01, 0xd8};       /* add eax, ebx */
-	const uint8_t movrip[] = {0x8b, 0x05, 0x10, 0x00, 0x00, 0x00}; /* mov eax, [rip+0x10] */
-	const uint8_t movabs[] = {0x8b, 0x05, 0x10, 0x00, 0x40, 0x00}; /* mov eax, [0x400010] */
+	const uint8_t add64[] = { 0x48, 0x01, 0xd8 };			 /* add rax, rbx */
+	const uint8_t add32[] = { 0x01, 0xd8 };				 /* add eax, ebx */
+	const uint8_t movrip[] = { 0x8b, 0x05, 0x10, 0x00, 0x00, 0x00 }; /* mov eax, [rip+0x10] */
+	const uint8_t movabs[] = { 0x8b, 0x05, 0x10, 0x00, 0x40, 0x00 }; /* mov eax, [0x400010] */
 	assert_int_equal(mamori_token_of_bytes(&t64, &len, add64, sizeof(add64), true), MAMORI_OK);
 	assert_int_equal(mamori_token_of_bytes(&t32, &len, add32, sizeof(add32), false), MAMORI_OK);
 	assert_int_not_equal(t64, t32);
 	assert_int_equal(mamori_token_arch_neutral(t64), mamori_token_arch_neutral(t32));
-	assert_int_equal(mamori_token_arch_neutral(mamori_token_arch_neutral(t64)), mamori_token_arch_neutral(t64));
+	assert_int_equal(mamori_token_arch_neutral(mamori_token_arch_neutral(t64)),
+			 mamori_token_arch_neutral(t64));
 	assert_int_equal(mamori_token_of_bytes(&trip, &len, movrip, sizeof(movrip), true), MAMORI_OK);
 	assert_int_equal(mamori_token_of_bytes(&tabs, &len, movabs, sizeof(movabs), false), MAMORI_OK);
 	assert_int_not_equal(trip, tabs);
