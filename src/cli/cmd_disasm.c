@@ -42,6 +42,17 @@ static void insn_hex(char out[31], const mamori_binary *b, size_t *region, const
 		snprintf(out + 2 * i, 3, "%02x", r->bytes[in->va - r->va + i]);
 }
 
+/* The three texts of one listing line: bytes, Intel syntax, token. */
+static void describe_insn(char hex[31], char text[256], char tok[128], const mamori_binary *b, size_t *region,
+			  const mamori_insn *in)
+{
+	insn_hex(hex, b, region, in);
+	if (mamori_disasm_format(text, 256, b, in->va) < 0)
+		snprintf(text, 256, "?");
+	if (mamori_token_text(tok, 128, in->token) < 0)
+		snprintf(tok, 128, "?");
+}
+
 static int print_text(const mamori_binary *b, const mamori_listing *l, size_t shown)
 {
 	int width = b->arch == MAMORI_ARCH_X86_64 ? 16 : 8;
@@ -50,11 +61,7 @@ static int print_text(const mamori_binary *b, const mamori_listing *l, size_t sh
 
 	for (size_t i = 0; i < shown; i++) {
 		const mamori_insn *in = &l->insns[i];
-		insn_hex(hex, b, &region, in);
-		if (mamori_disasm_format(text, sizeof(text), b, in->va) < 0)
-			snprintf(text, sizeof(text), "?");
-		if (mamori_token_text(tok, sizeof(tok), in->token) < 0)
-			snprintf(tok, sizeof(tok), "?");
+		describe_insn(hex, text, tok, b, &region, in);
 		if (printf("%0*llx  %-30s  %-48s %s\n", width, (unsigned long long)in->va, hex, text, tok) <
 		    0)
 			return mamori_fail(MAMORI_EIO, "disasm: writing stdout");
@@ -75,11 +82,7 @@ static int print_json(const mamori_binary *b, const mamori_listing *l, size_t sh
 		goto done;
 	for (size_t i = 0; i < shown; i++) {
 		const mamori_insn *in = &l->insns[i];
-		insn_hex(hex, b, &region, in);
-		if (mamori_disasm_format(text, sizeof(text), b, in->va) < 0)
-			snprintf(text, sizeof(text), "?");
-		if (mamori_token_text(tok, sizeof(tok), in->token) < 0)
-			snprintf(tok, sizeof(tok), "?");
+		describe_insn(hex, text, tok, b, &region, in);
 		json_t *o = json_pack("{s:o, s:i, s:s, s:s, s:I, s:s}", "va", mamori_json_u64(in->va), "len",
 				      (int)in->len, "bytes", hex, "text", text, "token",
 				      (json_int_t)in->token, "token_text", tok);
