@@ -7,7 +7,7 @@ MAMORI     := $(BUILD)/mamori
 DEMO       ?= corpus/demo
 CORPUS     ?= corpus/full
 
-.PHONY: all deps build asan run test test-fast bench corpus demo-corpus lint fuzz clean
+.PHONY: all deps build asan run test test-fast bench bench-views corpus demo-corpus lint fuzz clean
 
 all: build
 
@@ -66,3 +66,9 @@ fuzz:
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz out
+
+# How each choice of the compared sequence (view, library code) moves F1.
+bench-views: build
+	@scripts/install-deps.sh corpus bench
+	@[ -f $(CORPUS)/labels.csv ] || scripts/corpus/build.sh --out $(CORPUS)
+	bench/views.sh --corpus $(CORPUS)
