@@ -218,7 +218,7 @@ def table(rows):
         wall = fmt(r.get("wall"), ".1f")
         if rc not in (None, 0, 4):
             wall += " (exit %d)" % rc
-        body.append([r["label"], samples, fmt(r.get("threshold"), ".2f"), wall, fmt(r.get("rss"), ".0f")]
+        body.append([r["label"], samples, fmt(r.get("threshold"), "g"), wall, fmt(r.get("rss"), ".0f")]
                     + [stage_cell(r, s) for s in STAGES]
                     + scores_cells(r.get("family")) + scores_cells(r.get("subfamily")))
     return head, body
@@ -279,7 +279,7 @@ def main():
     notes = []
     if rec.get("available"):
         notes.append(
-            "LSH candidate recall on %d samples: %d of %d pairs with S >= %.2f found (recall %.4f, %d missed); "
+            "LSH candidate recall on %d samples: %d of %d pairs with S >= %g found (recall %.4f, %d missed); "
             "candidate pairs %s with lsh vs %s exhaustive; wall %s s vs %s s." % (
                 rec["samples"], rec["above"] - rec["missed"], rec["above"], rec["threshold"], rec["recall"],
                 rec["missed"], rec["cand_lsh"], rec["cand_all"], fmt(rec["wall_lsh"], ".1f"),
