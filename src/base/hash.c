@@ -14,11 +14,11 @@ static void digest_hex(char *out, const EVP_MD *md, const void *data, size_t len
 	unsigned int n = 0;
 	if (!EVP_Digest(data, len, dig, &n, md, NULL))
 		n = 0;
-	for (unsigned int i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++) {
 		out[2 * i] = hex[dig[i] >> 4];
 		out[2 * i + 1] = hex[dig[i] & 15];
 	}
-	out[2 * n] = '\0';
+	out[2 * (size_t)n] = '\0';
 }
 
 void mamori_sha256_hex(char out[65], const void *data, size_t len)

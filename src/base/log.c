@@ -27,7 +27,7 @@ void mamori_log(mamori_log_level lvl, const char *fmt, ...)
 	va_list ap;
 	va_start(ap, fmt);
 	fprintf(stderr, "mamori: %s: ", names[lvl]);
-	vfprintf(stderr, fmt, ap);
+	vfprintf(stderr, fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized): see error.c
 	fputc('\n', stderr);
 	va_end(ap);
 }

@@ -44,9 +44,9 @@ int mamori_vec_grow(mamori_vec *v, size_t n, void **out)
 
 int mamori_vec_push(mamori_vec *v, const void *elem)
 {
-	void *slot;
+	void *slot = NULL;
 	int rc = mamori_vec_grow(v, 1, &slot);
-	if (rc == MAMORI_OK)
+	if (rc == MAMORI_OK && slot)
 		memcpy(slot, elem, v->elem_size);
 	return rc;
 }

@@ -171,15 +171,18 @@ static void item_fail(item *it, int err)
 			      : xstrdup_printf("%s", mamori_strerror(err));
 }
 
-/* Find or add a unique sequence; takes ownership of `tokens`. Caller holds
- * the lock. Returns the index, or -1 on allocation failure. */
+/* Find or add a unique sequence; takes ownership of `tokens` (freed when the
+ * sequence is already known or on failure). Caller holds the lock. Returns
+ * the index, or -1 on allocation failure. */
 static int64_t seq_intern(run *r, const char *hash, uint32_t *tokens, size_t n, size_t item_index)
 {
 	if (r->n_seqs * 2 >= r->seq_table_cap) {
 		size_t cap = r->seq_table_cap ? r->seq_table_cap * 2 : 1024;
 		size_t *t = calloc(cap, sizeof(*t));
-		if (!t)
+		if (!t) {
+			free(tokens);
 			return -1;
+		}
 		for (size_t i = 0; i < r->n_seqs; i++) {
 			size_t h = (size_t)mamori_hash64(r->seqs[i].hash, 64, 0) & (cap - 1);
 			while (t[h])
@@ -202,8 +205,10 @@ static int64_t seq_intern(run *r, const char *hash, uint32_t *tokens, size_t n, 
 	if (r->n_seqs == r->cap_seqs) {
 		size_t cap = r->cap_seqs ? r->cap_seqs * 2 : 256;
 		sequence *s = realloc(r->seqs, cap * sizeof(*s));
-		if (!s)
+		if (!s) {
+			free(tokens);
 			return -1;
+		}
 		r->seqs = s;
 		r->cap_seqs = cap;
 	}
@@ -385,7 +390,8 @@ static void analyse_one(void *ctx, size_t i)
 			token_seq_hash(fp.seq_hash, fp.tokens, fp.n_tokens);
 		}
 	}
-	if (rc != MAMORI_OK) {
+	/* mamori_fingerprint_clear() (db.c) frees the tokens; the analyzer cannot see it. */
+	if (rc != MAMORI_OK) { // NOLINT(clang-analyzer-unix.Malloc)
 		item_fail(it, rc);
 		mamori_fingerprint_clear(&fp);
 		snprintf(fp.sha256, sizeof(fp.sha256), "%s", it->sha256);
@@ -653,7 +659,7 @@ static int assign_leaves(run *r, leafset *ls)
 		if (!it->ok)
 			continue;
 		size_t h = (size_t)mamori_hash64(it->sha256, 64, 1) & (cap - 1);
-		while (table[h] >= 0 && strcmp(r->items[ls->item_of_leaf[table[h]]].sha256, it->sha256))
+		while (table[h] >= 0 && strcmp(r->items[ls->item_of_leaf[table[h]]].sha256, it->sha256) != 0)
 			h = (h + 1) & (cap - 1);
 		if (table[h] < 0) {
 			table[h] = (int64_t)ls->n;

@@ -123,15 +123,17 @@ int mamori_libcode_add_binary(mamori_libcode *lc, const uint8_t *data, size_t le
 	int rc = mamori_binary_parse(&bin, data, len, NULL);
 	if (rc == MAMORI_OK)
 		rc = mamori_disasm(&lst, bin, NULL);
-	if (rc == MAMORI_OK && lst->count) {
-		tokens = malloc(lst->count * sizeof(uint32_t));
-		if (!tokens)
-			rc = mamori_fail(MAMORI_ENOMEM, "%zu tokens", lst->count);
-		for (size_t i = 0; rc == MAMORI_OK && i < lst->count; i++)
-			tokens[i] = lst->insns[i].token;
-		if (rc == MAMORI_OK)
-			rc = mamori_libcode_add_tokens(lc, tokens, lst->count);
+	if (rc != MAMORI_OK || !lst->count)
+		goto done;
+	tokens = malloc(lst->count * sizeof(uint32_t));
+	if (!tokens) {
+		rc = mamori_fail(MAMORI_ENOMEM, "%zu tokens", lst->count);
+		goto done;
 	}
+	for (size_t i = 0; i < lst->count; i++)
+		tokens[i] = lst->insns[i].token;
+	rc = mamori_libcode_add_tokens(lc, tokens, lst->count);
+done:
 	free(tokens);
 	mamori_listing_free(lst);
 	mamori_binary_free(bin);
@@ -140,7 +142,7 @@ int mamori_libcode_add_binary(mamori_libcode *lc, const uint8_t *data, size_t le
 
 size_t mamori_libcode_filter(const mamori_libcode *lc, uint32_t *tokens, size_t n)
 {
-	if (!lc || !lc->count || n < lc->k)
+	if (!lc || !lc->count || !tokens || n < lc->k)
 		return n;
 	/* covered_until: first index not covered by a matching window so far. */
 	size_t out = 0, covered_until = 0;
