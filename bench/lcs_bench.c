@@ -167,33 +167,35 @@ static int bench_recall(size_t len)
 {
 	enum { FAMS = 20, PER = 8 };
 	const double rates[PER] = { 0.0, 0.02, 0.05, 0.08, 0.12, 0.16, 0.2, 0.3 };
-	size_t total = FAMS * PER;
+	const size_t total = (size_t)FAMS * PER, n_pairs = total * (total - 1) / 2;
+	int result = 1;
+	mamori_lsh *l = NULL;
+	double *sims = NULL;
 	uint32_t **seq = calloc(total, sizeof(*seq));
 	size_t *lens = calloc(total, sizeof(*lens));
 	uint32_t *base = malloc(len * sizeof(*base));
 	if (!seq || !lens || !base)
-		return 1;
+		goto done;
 	for (size_t f = 0; f < FAMS; f++) {
 		gen(base, len);
 		for (size_t v = 0; v < PER; v++) {
 			size_t id = f * PER + v;
 			seq[id] = malloc((2 * len + 8) * sizeof(uint32_t));
 			if (!seq[id])
-				return 1;
+				goto done;
 			lens[id] = mutate(seq[id], base, len, rates[v]);
 		}
 	}
-	mamori_lsh *l = NULL;
 	if (mamori_lsh_new(&l, NULL))
-		return 1;
+		goto done;
 	double t0 = mamori_now();
 	for (size_t i = 0; i < total; i++)
 		mamori_lsh_add(l, (uint32_t)i, seq[i], lens[i]);
 	double t_sig = mamori_now() - t0;
 	const double thresholds[] = { 0.5, 0.6, 0.7, 0.8, 0.9 };
-	double *sims = malloc(total * total * sizeof(*sims));
+	sims = malloc(total * total * sizeof(*sims));
 	if (!sims)
-		return 1;
+		goto done;
 	t0 = mamori_now();
 	for (size_t i = 0; i < total; i++)
 		for (size_t j = i + 1; j < total; j++) {
@@ -205,15 +207,14 @@ static int bench_recall(size_t len)
 	printf("\nLSH recall, synthetic corpus: %zu samples of ~%zu tokens, %d families x %d variants "
 	       "(0-30%% edits)\n",
 	       total, len, FAMS, PER);
-	printf("all %zu pairs exact with cut-off 0.4: %.2f s; signatures: %.3f s\n", total * (total - 1) / 2,
-	       t_all, t_sig);
+	printf("all %zu pairs exact with cut-off 0.4: %.2f s; signatures: %.3f s\n", n_pairs, t_all, t_sig);
 	printf("| threshold | pairs >= T | candidates | missed | recall | exact comparisons saved |\n");
 	printf("|---|---|---|---|---|---|\n");
 	for (size_t t = 0; t < sizeof(thresholds) / sizeof(thresholds[0]); t++) {
 		mamori_pair *p = NULL;
 		size_t np = 0, above = 0, missed = 0;
 		if (mamori_lsh_candidates(l, thresholds[t], &p, &np))
-			return 1;
+			goto done;
 		for (size_t i = 0; i < total; i++)
 			for (size_t j = i + 1; j < total; j++) {
 				if (sims[i * total + j] < thresholds[t])
@@ -226,17 +227,19 @@ static int bench_recall(size_t len)
 			}
 		printf("| %.1f | %zu | %zu | %zu | %.4f | %.1f%% |\n", thresholds[t], above, np, missed,
 		       above ? (double)(above - missed) / (double)above : 1.0,
-		       100.0 * (1.0 - (double)np / (double)(total * (total - 1) / 2)));
+		       100.0 * (1.0 - (double)np / (double)n_pairs));
 		free(p);
 	}
+	result = 0;
+done:
 	mamori_lsh_free(l);
-	for (size_t i = 0; i < total; i++)
+	for (size_t i = 0; seq && i < total; i++)
 		free(seq[i]);
 	free(seq);
 	free(lens);
 	free(base);
 	free(sims);
-	return 0;
+	return result;
 }
 
 int main(int argc, char **argv)
@@ -253,8 +256,11 @@ int main(int argc, char **argv)
 	}
 	zipf_init();
 	uint32_t *a = malloc(n * sizeof(*a)), *b = malloc((2 * n + 8) * sizeof(*b));
-	if (!a || !b)
+	if (!a || !b) {
+		free(a);
+		free(b);
 		return MAMORI_EXIT_FAILURE;
+	}
 	gen(a, n);
 	row rows[4] = { { .name = "identical" },
 			{ .name = "variant, ~5% edits" },
@@ -269,8 +275,11 @@ int main(int argc, char **argv)
 	bad |= bench_pair(&rows[2], a, n, b, m);
 	gen(b, n);
 	bad |= bench_pair(&rows[3], a, n, b, n);
-	if (bad)
+	if (bad) {
+		free(a);
+		free(b);
 		return MAMORI_EXIT_FAILURE;
+	}
 
 	printf("Exact LCS, %zu-token sequences (skewed instruction-like tokens); best of 5\n", n);
 	printf("| pair | n x m | LCS | S | textbook DP | mamori_lcs | speedup | with cut-off S>=0.5 | "

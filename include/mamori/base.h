@@ -56,6 +56,12 @@ const char *mamori_error_detail(void);
  *  `return mamori_fail(MAMORI_EFORMAT, "PE: section %u overlaps", i);` */
 int mamori_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+#if defined(__clang_analyzer__) && !defined(MAMORI_ERROR_IMPL) && !defined(mamori_fail)
+/* For the static analyzer only: it cannot see into error.c, so it would
+ * follow paths where mamori_fail() returned MAMORI_OK after a failure. */
+#define mamori_fail(err, ...) (mamori_fail((err), __VA_ARGS__), (err))
+#endif
+
 /** Clear the per-thread detail. */
 void mamori_error_clear(void);
 

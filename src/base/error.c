@@ -5,6 +5,8 @@
  */
 #include <stdio.h>
 
+#define MAMORI_ERROR_IMPL /* no analyzer macro for the definition itself */
+
 #include "mamori/base.h"
 
 static _Thread_local char error_detail[512];

@@ -277,6 +277,17 @@ int mamori_hac(mamori_dendrogram **out, float *dist, size_t n, mamori_linkage li
 					y = i;
 				}
 			}
+			if (y == UINT32_MAX) {
+				/* Cannot happen: check_matrix() let only finite
+				 * distances in, the updates keep them finite, and at
+				 * least two slots are live, so one of them beats
+				 * INFINITY. Checked because the analyzer cannot see
+				 * that, and a slot of UINT32_MAX would index far out
+				 * of the matrix. */
+				err = mamori_fail(MAMORI_EINVAL, "cluster: no nearest neighbour for slot %u",
+						  x);
+				goto done;
+			}
 			if (chain_len >= 2 && y == chain[chain_len - 2])
 				break;
 			chain[chain_len++] = y;

@@ -179,21 +179,14 @@ int mamori_dendrogram_cut(int64_t *labels, size_t *out_k, const mamori_dendrogra
 		}
 		fc[slot[r]].size++;
 	}
-	/* fc is in order of first leaf; sort, then note each one's rank by its
-	 * discovery index, which is where slot[] points. */
+	/* fc is in order of first leaf; sort, then give each representative
+	 * its cluster's rank in place of its discovery index (every
+	 * representative is the rep[] of exactly one cluster's first leaf). */
 	qsort(fc, k, sizeof(*fc), flat_cluster_cmp);
-	{
-		uint32_t *rank_of = malloc((k ? k : 1) * sizeof(*rank_of));
-		if (!rank_of) {
-			err = mamori_fail(MAMORI_ENOMEM, "dendrogram cut: no memory for %zu clusters", k);
-			goto done;
-		}
-		for (size_t r = 0; r < k; r++)
-			rank_of[slot[rep[fc[r].first]]] = (uint32_t)r;
-		for (size_t i = 0; i < n; i++)
-			labels[i] = rank_of[slot[rep[i]]];
-		free(rank_of);
-	}
+	for (size_t r = 0; r < k; r++)
+		slot[rep[fc[r].first]] = (uint32_t)r;
+	for (size_t i = 0; i < n; i++)
+		labels[i] = slot[rep[i]];
 	*out_k = k;
 done:
 	free(parent);
@@ -264,7 +257,8 @@ int cluster_buf_printf(mamori_vec *v, const char *fmt, ...)
 	int w;
 
 	va_start(ap, fmt);
-	w = vsnprintf(small, sizeof(small), fmt, ap);
+	/* clang-analyzer 14 misreads va_start here (valist.Uninitialized); see base/error.c. */
+	w = vsnprintf(small, sizeof(small), fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized)
 	va_end(ap);
 	if (w < 0)
 		return mamori_fail(MAMORI_EINVAL, "text formatting failed");

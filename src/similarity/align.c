@@ -322,7 +322,7 @@ static int align_rec(align_ctx *ctx, span sp)
 		}
 		uint64_t w = (sp.ny + 63) / 64;
 		uint64_t bp_cost = (uint64_t)sp.nx * w;
-		size_t dcap = (size_t)sqrt(2.0 * (double)(SIM_TRACE_BYTES / sizeof(int32_t))) - 2;
+		size_t dcap = (size_t)sqrt(2.0 * (double)SIM_TRACE_BYTES / (double)sizeof(int32_t)) - 2;
 		int r = align_myers(ctx, &sp, dcap, bp_cost / 2 + 64);
 		if (r < 0)
 			return r;
