@@ -7,7 +7,7 @@ MAMORI     := $(BUILD)/mamori
 DEMO       ?= corpus/demo
 CORPUS     ?= corpus/full
 
-.PHONY: all deps build asan run test test-fast bench bench-views corpus demo-corpus lint fuzz clean
+.PHONY: all deps build asan run test test-fast bench bench-views bench-disasm corpus demo-corpus disasm-truth lint fuzz clean
 
 all: build
 
@@ -72,3 +72,14 @@ bench-views: build
 	@scripts/install-deps.sh corpus bench
 	@[ -f $(CORPUS)/labels.csv ] || scripts/corpus/build.sh --out $(CORPUS)
 	bench/views.sh --corpus $(CORPUS)
+
+# Labelled instruction starts for the disassembly benchmark (issue 3): the
+# programs of the corpus plus test programs with data inside code.
+disasm-truth:
+	@scripts/install-deps.sh build corpus fuzz
+	scripts/disasm-truth/build.sh
+
+# Precision/recall of instruction starts and throughput, every method.
+bench-disasm: build
+	@scripts/install-deps.sh build corpus fuzz
+	bench/disasm/run.sh
