@@ -7,7 +7,7 @@ MAMORI     := $(BUILD)/mamori
 DEMO       ?= corpus/demo
 CORPUS     ?= corpus/full
 
-.PHONY: all deps build asan run test test-fast bench bench-views bench-disasm corpus demo-corpus disasm-truth lint fuzz clean
+.PHONY: all deps build asan run test test-fast bench bench-views bench-disasm corpus demo-corpus disasm-truth train-disasm lint fuzz clean
 
 all: build
 
@@ -83,3 +83,9 @@ disasm-truth:
 bench-disasm: build
 	@scripts/install-deps.sh build corpus fuzz
 	bench/disasm/run.sh
+
+# Re-learn the probabilistic disassembler's model from the ground truth
+# (deterministic: the same truth gives a byte-identical data/disasm-model/model.txt).
+train-disasm: build
+	@[ -f corpus/disasm-truth/manifest.csv ] || $(MAKE) disasm-truth
+	scripts/train-disasm/train $(BUILD)

@@ -7,7 +7,7 @@ set -eu
 cd "$(dirname "$0")/.."
 secs="${1:-600}"
 [ $# -gt 0 ] && shift
-targets="${*:-pe elf}"
+targets="${*:-pe elf disasm}"
 build=build-fuzz
 if [ ! -d "$build" ]; then
 	CC=clang meson setup "$build" -Dfuzzing=true -Db_sanitize=address,undefined -Db_lundef=false \

@@ -2,10 +2,13 @@
  * mamori disassembly: x86 / x86-64 code of a parsed binary turned into a
  * listing of instructions, each normalised to a 32-bit token.
  *
- * The method today is recursive traversal from the entry point, the exports
- * and the function symbols, then a linear sweep over the gaps the traversal
- * left. mamori_disasm() is the only way in, so the issue "probabilistic
- * disassembly" can replace its internals without touching callers.
+ * The default method is recursive traversal from the entry point, the
+ * exports and the function symbols, then a linear sweep over the gaps the
+ * traversal left. MAMORI_DISASM_PROBABILISTIC instead decodes at every byte,
+ * scores each offset with a model learned from ground truth
+ * (data/disasm-model) and keeps the most likely stream of instructions,
+ * calling the rest data; mamori_disasm_prob() also gives the probabilities
+ * and the code/data spans.
  *
  * Tokens abstract away addresses, immediate values, register numbers and
  * encodings: a token is the mnemonic plus the kind of each visible operand
@@ -50,7 +53,8 @@ typedef struct mamori_insn {
 } mamori_insn;
 
 typedef enum {
-	MAMORI_DISASM_TRAVERSAL = 0, /**< recursive traversal + linear sweep of the gaps */
+	MAMORI_DISASM_TRAVERSAL = 0,	 /**< recursive traversal + linear sweep of the gaps */
+	MAMORI_DISASM_PROBABILISTIC = 1, /**< superset decoding, learned model, best stream */
 } mamori_disasm_method;
 
 /** Options; a zeroed struct (or NULL) means the defaults. */
@@ -84,6 +88,50 @@ int mamori_disasm(mamori_listing **out, const struct mamori_binary *b, const mam
 
 /** Free a listing; NULL is fine. */
 void mamori_listing_free(mamori_listing *l);
+
+/** A stretch of a code region judged to be code or data. */
+typedef struct mamori_disasm_span {
+	uint64_t va;
+	uint64_t size;
+	bool is_code; /**< false: bytes judged to be data (strings, tables, padding bytes) */
+} mamori_disasm_span;
+
+/**
+ * What the probabilistic method decided: the listing, the model's
+ * probability that each listed instruction starts where it does (parallel
+ * to `insns`, each in [0,1]), and every byte of every code region as
+ * code or data (`spans`, sorted, non-overlapping, covering the regions).
+ */
+typedef struct mamori_prob_listing {
+	mamori_insn *insns;
+	float *p;
+	size_t count;
+	mamori_disasm_span *spans;
+	size_t n_spans;
+} mamori_prob_listing;
+
+/** Most code bytes the probabilistic method takes (it keeps about 20 bytes
+ *  of state per code byte); more fail with MAMORI_ELIMIT. */
+#define MAMORI_DISASM_PROB_MAX_CODE ((size_t)64 << 20)
+
+/**
+ * Probabilistic disassembly of `b` (borrowed) whatever `opts->method` says;
+ * padding is listed only with keep_padding but always counts as code in
+ * the spans. On success `*out` belongs to the caller
+ * (mamori_prob_listing_free()). Deterministic. Errors as mamori_disasm(),
+ * plus MAMORI_ELIMIT past MAMORI_DISASM_PROB_MAX_CODE bytes of code.
+ * mamori_disasm() with MAMORI_DISASM_PROBABILISTIC gives the same
+ * instructions without the probabilities and spans.
+ */
+int mamori_disasm_prob(mamori_prob_listing **out, const struct mamori_binary *b,
+		       const mamori_disasm_opts *opts);
+
+/** Free a probabilistic listing; NULL is fine. */
+void mamori_prob_listing_free(mamori_prob_listing *l);
+
+/** Version and training set of the embedded model, e.g.
+ *  "prob-v1 (trained on corpus/disasm-truth, 120 files)". Static string. */
+const char *mamori_disasm_model_info(void);
 
 /**
  * Name of the analysis that `opts` (NULL = defaults) selects, to store with

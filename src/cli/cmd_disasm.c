@@ -1,8 +1,11 @@
 /*
- * `mamori disasm FILE [--json] [--limit N] [--all]`: the listing of a PE or
- * ELF file as mamori_disasm() sees it, one instruction a line with its
- * address, bytes, Intel text and token, or as JSON. The listing is the one
- * fingerprints are made of, so padding is left out unless --all is given.
+ * `mamori disasm FILE [--method traversal|prob] [--json] [--limit N] [--all]`:
+ * the listing of a PE or ELF file as mamori_disasm() sees it, one
+ * instruction a line with its address, bytes, Intel text and token, or as
+ * JSON. The listing is the one fingerprints are made of, so padding is left
+ * out unless --all is given. With --method prob each instruction also shows
+ * the model's probability that it starts there, and the stretches judged to
+ * be data are shown between them (and as "regions" in JSON).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -17,10 +20,14 @@
 
 static void disasm_usage(FILE *f)
 {
-	fprintf(f, "usage: mamori disasm FILE [--json] [--limit N] [--all]\n"
+	fprintf(f, "usage: mamori disasm FILE [--method traversal|prob] [--json] [--limit N] [--all]\n"
+		   "  --method   traversal (default): recursive traversal + sweep of the gaps;\n"
+		   "             prob: probabilistic disassembly (probabilities, data regions)\n"
 		   "  --json     print {\"analyzer\", \"count\", \"shown\", \"instructions\": [{\"va\", "
 		   "\"len\",\n"
 		   "             \"bytes\", \"text\", \"token\", \"token_text\"}]}\n"
+		   "             with --method prob also \"p\" per instruction and \"regions\":\n"
+		   "             [{\"va\", \"size\", \"kind\": \"code\"|\"data\"}]\n"
 		   "  --limit N  show only the first N instructions (count still gives all)\n"
 		   "  --all      also list padding (NOPs, ENDBR, INT3), which fingerprints leave out\n");
 }
@@ -53,27 +60,44 @@ static void describe_insn(char hex[31], char text[256], char tok[128], const mam
 		snprintf(tok, 128, "?");
 }
 
-static int print_text(const mamori_binary *b, const mamori_listing *l, size_t shown)
+/* With the probabilistic method `pl` gives probabilities and data spans;
+ * the data spans before each instruction are printed in front of it. */
+static int print_text(const mamori_binary *b, const mamori_listing *l, const mamori_prob_listing *pl,
+		      size_t shown)
 {
 	int width = b->arch == MAMORI_ARCH_X86_64 ? 16 : 8;
-	size_t region = 0;
+	size_t region = 0, span = 0;
 	char hex[31], text[256], tok[128];
 
 	for (size_t i = 0; i < shown; i++) {
 		const mamori_insn *in = &l->insns[i];
+		for (; pl && span < pl->n_spans && pl->spans[span].va <= in->va; span++)
+			if (!pl->spans[span].is_code && printf("%0*llx  data, %llu bytes\n", width,
+							       (unsigned long long)pl->spans[span].va,
+							       (unsigned long long)pl->spans[span].size) < 0)
+				return mamori_fail(MAMORI_EIO, "disasm: writing stdout");
 		describe_insn(hex, text, tok, b, &region, in);
-		if (printf("%0*llx  %-30s  %-48s %s\n", width, (unsigned long long)in->va, hex, text, tok) <
-		    0)
+		int w = pl ? printf("%0*llx  %-30s  %-48s %-40s p=%.4f\n", width, (unsigned long long)in->va,
+				    hex, text, tok, (double)pl->p[i])
+			   : printf("%0*llx  %-30s  %-48s %s\n", width, (unsigned long long)in->va, hex, text,
+				    tok);
+		if (w < 0)
 			return mamori_fail(MAMORI_EIO, "disasm: writing stdout");
 	}
+	for (; pl && shown == l->count && span < pl->n_spans; span++)
+		if (!pl->spans[span].is_code &&
+		    printf("%0*llx  data, %llu bytes\n", width, (unsigned long long)pl->spans[span].va,
+			   (unsigned long long)pl->spans[span].size) < 0)
+			return mamori_fail(MAMORI_EIO, "disasm: writing stdout");
 	if (shown < l->count && printf("... %zu more instructions\n", l->count - shown) < 0)
 		return mamori_fail(MAMORI_EIO, "disasm: writing stdout");
 	return fflush(stdout) ? mamori_fail(MAMORI_EIO, "disasm: writing stdout") : MAMORI_OK;
 }
 
-static int print_json(const mamori_binary *b, const mamori_listing *l, size_t shown, const char *analyzer)
+static int print_json(const mamori_binary *b, const mamori_listing *l, const mamori_prob_listing *pl,
+		      size_t shown, const char *analyzer)
 {
-	json_t *root = json_object(), *arr = json_array();
+	json_t *root = json_object(), *arr = json_array(), *regions = pl ? json_array() : NULL;
 	size_t region = 0;
 	char hex[31], text[256], tok[128];
 	int rc = MAMORI_ENOMEM;
@@ -86,8 +110,27 @@ static int print_json(const mamori_binary *b, const mamori_listing *l, size_t sh
 		json_t *o = json_pack("{s:o, s:i, s:s, s:s, s:I, s:s}", "va", mamori_json_u64(in->va), "len",
 				      (int)in->len, "bytes", hex, "text", text, "token",
 				      (json_int_t)in->token, "token_text", tok);
-		if (!o || json_array_append_new(arr, o))
+		if (!o || (pl && json_object_set_new(o, "p", json_real((double)pl->p[i]))) ||
+		    json_array_append_new(arr, o))
 			goto done;
+	}
+	if (pl && !regions)
+		goto done;
+	for (size_t i = 0; pl && i < pl->n_spans; i++) {
+		json_t *o = json_pack("{s:o, s:o, s:s}", "va", mamori_json_u64(pl->spans[i].va), "size",
+				      mamori_json_u64(pl->spans[i].size), "kind",
+				      pl->spans[i].is_code ? "code" : "data");
+		if (!o || json_array_append_new(regions, o))
+			goto done;
+	}
+	if (pl) {
+		rc = json_object_set_new(root, "regions", regions);
+		regions = NULL;
+		if (rc) {
+			rc = MAMORI_ENOMEM;
+			goto done;
+		}
+		rc = MAMORI_ENOMEM;
 	}
 	if (json_object_set_new(root, "analyzer", json_string(analyzer)) ||
 	    json_object_set_new(root, "count", json_integer((json_int_t)l->count)) ||
@@ -104,6 +147,7 @@ done:
 	if (rc == MAMORI_ENOMEM)
 		rc = mamori_fail(MAMORI_ENOMEM, "disasm: building JSON");
 	json_decref(arr);
+	json_decref(regions);
 	json_decref(root);
 	return rc;
 }
@@ -117,7 +161,8 @@ int cmd_disasm(int argc, char **argv)
 	uint8_t *data = NULL;
 	size_t size = 0;
 	mamori_binary *bin = NULL;
-	mamori_listing *l = NULL;
+	mamori_listing *l = NULL, prob_view = { 0 };
+	mamori_prob_listing *pl = NULL;
 	int rc;
 
 	for (int i = 1; i < argc; i++) {
@@ -126,6 +171,21 @@ int cmd_disasm(int argc, char **argv)
 			return MAMORI_EXIT_OK;
 		} else if (!strcmp(argv[i], "--json")) {
 			json = true;
+		} else if (!strcmp(argv[i], "--method")) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "mamori disasm: --method needs traversal or prob\n");
+				return MAMORI_EXIT_USAGE;
+			}
+			i++;
+			if (!strcmp(argv[i], "traversal")) {
+				opts.method = MAMORI_DISASM_TRAVERSAL;
+			} else if (!strcmp(argv[i], "prob")) {
+				opts.method = MAMORI_DISASM_PROBABILISTIC;
+			} else {
+				fprintf(stderr, "mamori disasm: unknown method '%s' (traversal or prob)\n",
+					argv[i]);
+				return MAMORI_EXIT_USAGE;
+			}
 		} else if (!strcmp(argv[i], "--all")) {
 			opts.keep_padding = true;
 		} else if (!strcmp(argv[i], "--limit")) {
@@ -159,16 +219,30 @@ int cmd_disasm(int argc, char **argv)
 	}
 
 	if ((rc = mamori_file_read(&data, &size, path, MAMORI_MAX_SAMPLE_SIZE)) < 0 ||
-	    (rc = mamori_binary_parse(&bin, data, size, NULL)) < 0 ||
-	    (rc = mamori_disasm(&l, bin, &opts)) < 0)
+	    (rc = mamori_binary_parse(&bin, data, size, NULL)) < 0)
 		goto done;
-	size_t shown = limit && limit < l->count ? limit : l->count;
-	rc = json ? print_json(bin, l, shown, mamori_disasm_analyzer_id(&opts)) : print_text(bin, l, shown);
+	const mamori_listing *view = NULL;
+	if (opts.method == MAMORI_DISASM_PROBABILISTIC) {
+		/* One run gives listing, probabilities and spans. */
+		if ((rc = mamori_disasm_prob(&pl, bin, &opts)) < 0)
+			goto done;
+		prob_view.insns = pl->insns;
+		prob_view.count = pl->count;
+		view = &prob_view;
+	} else {
+		if ((rc = mamori_disasm(&l, bin, &opts)) < 0)
+			goto done;
+		view = l;
+	}
+	size_t shown = limit && limit < view->count ? limit : view->count;
+	rc = json ? print_json(bin, view, pl, shown, mamori_disasm_analyzer_id(&opts))
+		  : print_text(bin, view, pl, shown);
 done:
 	if (rc < 0)
 		fprintf(stderr, "mamori disasm: %s: %s: %s\n", path, mamori_strerror(rc),
 			mamori_error_detail());
 	mamori_listing_free(l);
+	mamori_prob_listing_free(pl);
 	mamori_binary_free(bin);
 	free(data);
 	return mamori_exit_code(rc);

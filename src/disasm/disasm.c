@@ -31,6 +31,7 @@
 #include "disasm_internal.h"
 #include "mamori/base.h"
 #include "mamori/binfmt.h"
+#include "prob_internal.h"
 
 /* Total code we accept to map: one state byte each. The loaders already
  * cap files at MAMORI_MAX_SAMPLE_SIZE, this guards hand-made binaries. */
@@ -336,6 +337,10 @@ int mamori_disasm(mamori_listing **out, const mamori_binary *b, const mamori_dis
 	*out = NULL;
 	if (!opts)
 		opts = &defaults;
+	if (opts->method == MAMORI_DISASM_PROBABILISTIC) {
+		rc = prob_disasm_listing(out, b, opts);
+		goto done;
+	}
 	if (opts->method != MAMORI_DISASM_TRAVERSAL) {
 		rc = mamori_fail(MAMORI_EINVAL, "disasm: unknown method %d", (int)opts->method);
 		goto done;
@@ -399,6 +404,8 @@ void mamori_listing_free(mamori_listing *l)
 const char *mamori_disasm_analyzer_id(const mamori_disasm_opts *opts)
 {
 	/* Bump the version whenever tokens or the choice of instructions change. */
+	if (opts && opts->method == MAMORI_DISASM_PROBABILISTIC)
+		return opts->keep_padding ? prob_analyzer_id_pad : prob_analyzer_id;
 	if (opts && opts->keep_padding)
 		return "traversal-v1+pad+zydis4";
 	return "traversal-v1+zydis4";

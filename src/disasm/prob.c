@@ -1,0 +1,686 @@
+/*
+ * Probabilistic disassembly: decode an instruction at every byte of the
+ * code (superset), give every offset the log-odds of being a true
+ * instruction start, and choose the most likely stream of non-overlapping
+ * instructions, the rest being data.
+ *
+ * The log-odds combine, in two stages learned by scripts/train-disasm:
+ * n-gram tables (mnemonic, mnemonic with its fall-through successor, byte
+ * before with first byte), the score of the fall-through chain (decayed sum
+ * along successors, so evidence flows backwards), a poison flag for chains
+ * that run into bytes that do not decode or off the region, direct branches
+ * out of the code; then votes of likely direct branches and calls for
+ * their targets, the stage-1 score of the best instruction falling through
+ * to the offset and of a branch's target, and the format's hints (entry,
+ * exports, function symbols, `call`/`jmp` through an import slot; the best
+ * stream always starts an instruction at a hint that decodes).
+ * The best stream is a dynamic programme over offsets (backwards, two
+ * states: free, or bound to start an instruction because the previous one
+ * falls through), maximising the sum over bytes of log p (start) or
+ * log(1 - p) (data or inside an instruction), minus learned penalties when
+ * an instruction that falls through is followed by data and for each byte
+ * of data.
+ *
+ * Limits: linear time (one decode per byte, constant work per byte after
+ * it; the DP keeps only 16 slots of scores thanks to the 15-byte maximum
+ * instruction length); about 20 bytes of state per code byte, and at most
+ * MAMORI_DISASM_PROB_MAX_CODE bytes of code. Data-flow evidence (registers
+ * defined then used) and relocations are not used yet.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "disasm_internal.h"
+#include "mamori/base.h"
+#include "prob_internal.h"
+
+#define NEG_INF (-1e30)
+
+static bool ends_path(const ZydisDecodedInstruction *in)
+{
+	switch (in->meta.category) {
+	case ZYDIS_CATEGORY_RET:
+	case ZYDIS_CATEGORY_UNCOND_BR: return true;
+	default: break;
+	}
+	switch (in->mnemonic) {
+	case ZYDIS_MNEMONIC_UD0:
+	case ZYDIS_MNEMONIC_UD1:
+	case ZYDIS_MNEMONIC_UD2:
+	case ZYDIS_MNEMONIC_HLT:
+	case ZYDIS_MNEMONIC_INT3:
+	case ZYDIS_MNEMONIC_IRET:
+	case ZYDIS_MNEMONIC_IRETD:
+	case ZYDIS_MNEMONIC_IRETQ: return true;
+	default: return false;
+	}
+}
+
+/* Global index of `va` in the code, or false. Regions are sorted. */
+static bool global_index(const prob_state *st, uint64_t va, size_t *out)
+{
+	const mamori_binary *b = st->b;
+	size_t lo = 0, hi = b->n_code;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (b->code[mid].va <= va)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0 || va - b->code[lo - 1].va >= b->code[lo - 1].size)
+		return false;
+	*out = st->region_off[lo - 1] + (size_t)(va - b->code[lo - 1].va);
+	return true;
+}
+
+static void mark_hint(prob_state *st, uint64_t va)
+{
+	size_t g;
+	if (global_index(st, va, &g))
+		st->kind[g] |= PK_HINT;
+}
+
+static int check_regions(const mamori_binary *b, size_t *out_total)
+{
+	uint64_t total = 0;
+
+	if (b->n_code && !b->code)
+		return mamori_fail(MAMORI_EINVAL, "disasm: %zu code regions but no array", b->n_code);
+	for (size_t i = 0; i < b->n_code; i++) {
+		const mamori_region *r = &b->code[i];
+		if (r->size > 0 && !r->bytes)
+			return mamori_fail(MAMORI_EINVAL, "disasm: code region %zu has no bytes", i);
+		if (r->size > UINT64_MAX - r->va)
+			return mamori_fail(MAMORI_EFORMAT, "disasm: code region %zu wraps the address space",
+					   i);
+		if (i > 0 && r->va < b->code[i - 1].va + b->code[i - 1].size)
+			return mamori_fail(MAMORI_EFORMAT,
+					   "disasm: code regions %zu and %zu overlap or are unsorted", i - 1,
+					   i);
+		total += r->size;
+		if (total > MAMORI_DISASM_PROB_MAX_CODE)
+			return mamori_fail(MAMORI_ELIMIT,
+					   "disasm: more than %zu bytes of code for the "
+					   "probabilistic method",
+					   MAMORI_DISASM_PROB_MAX_CODE);
+	}
+	*out_total = (size_t)total;
+	return MAMORI_OK;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* `call [slot]` / `jmp [slot]` (FF 15 / FF 25, absolute in x86, RIP-relative
+ * in x86-64) through an import address table slot: compilers emit these as
+ * import thunks and calls, and data rarely holds those exact six bytes. */
+static bool calls_import(const prob_state *st, const mamori_region *reg, size_t off)
+{
+	const uint8_t *p = reg->bytes + off + 2;
+	uint32_t disp = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+	uint64_t slot = st->is_64 ? reg->va + off + 6 + (uint64_t)(int64_t)(int32_t)disp : disp;
+	size_t lo = 0, hi = st->n_iat;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (st->iat[mid] < slot)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < st->n_iat && st->iat[lo] == slot;
+}
+
+static inline void stage1_at(prob_state *st, const prob_model *m, size_t r, size_t g, float chain[16],
+			     uint8_t poison[16], float *out_x);
+
+/* Backwards, so that stage 1 (which looks at successors) can run in the
+ * same pass when `m` is given: one pass over the state instead of two. */
+static void decode_region(prob_state *st, size_t r, const prob_model *m)
+{
+	const mamori_region *reg = &st->b->code[r];
+	size_t base = st->region_off[r];
+	ZydisDecodedInstruction in;
+	float chain[16] = { 0 };
+	uint8_t poison[16] = { 0 };
+
+	for (size_t off = reg->size; off-- > 0;) {
+		size_t g = base + off;
+		st->target[g] = PROB_NO_TARGET;
+		if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&st->dec, NULL, reg->bytes + off,
+								reg->size - off, &in))) {
+			st->len[g] = 0;
+			st->kind[g] = 0;
+			st->mnem[g] = 0;
+			if (m)
+				stage1_at(st, m, r, g, chain, poison, NULL);
+			continue;
+		}
+		uint8_t k = PK_VALID;
+		if (ends_path(&in))
+			k |= PK_ENDS;
+		if (in.attributes & ZYDIS_ATTRIB_IS_PRIVILEGED)
+			k |= PK_PRIV;
+		if ((in.attributes & ZYDIS_ATTRIB_IS_RELATIVE) && in.raw.imm[0].is_relative &&
+		    (in.meta.category == ZYDIS_CATEGORY_COND_BR ||
+		     in.meta.category == ZYDIS_CATEGORY_UNCOND_BR ||
+		     in.meta.category == ZYDIS_CATEGORY_CALL)) {
+			uint64_t t = reg->va + off + in.length + (uint64_t)in.raw.imm[0].value.s;
+			size_t tg;
+			if (!st->is_64)
+				t &= 0xffffffffu;
+			if (global_index(st, t, &tg)) {
+				k |= PK_BRANCH;
+				st->target[g] = (uint32_t)tg;
+			} else {
+				k |= PK_OUTSIDE;
+			}
+		}
+		if (in.length == 6 && st->n_iat && reg->bytes[off] == 0xff &&
+		    (reg->bytes[off + 1] == 0x15 || reg->bytes[off + 1] == 0x25) &&
+		    calls_import(st, reg, off))
+			k |= PK_HINT;
+		st->len[g] = in.length;
+		st->kind[g] = k;
+		st->mnem[g] = (uint16_t)(in.mnemonic < PROB_MNEM_END ? in.mnemonic : PROB_MNEM_END - 1);
+		if (m)
+			stage1_at(st, m, r, g, chain, poison, NULL);
+	}
+}
+
+int prob_superset(prob_state *st, const mamori_binary *b, bool use_symbols, const prob_model *m)
+{
+	size_t total = 0;
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	st->b = b;
+	if ((rc = check_regions(b, &total)) < 0)
+		return rc;
+	st->is_64 = b->arch == MAMORI_ARCH_X86_64;
+	if (b->arch == MAMORI_ARCH_X86_64)
+		rc = ZYAN_SUCCESS(
+			     ZydisDecoderInit(&st->dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64))
+			     ? MAMORI_OK
+			     : MAMORI_EUNSUPPORTED;
+	else if (b->arch == MAMORI_ARCH_X86)
+		rc = ZYAN_SUCCESS(
+			     ZydisDecoderInit(&st->dec, ZYDIS_MACHINE_MODE_LEGACY_32, ZYDIS_STACK_WIDTH_32))
+			     ? MAMORI_OK
+			     : MAMORI_EUNSUPPORTED;
+	else
+		rc = MAMORI_EUNSUPPORTED;
+	if (rc < 0)
+		return mamori_fail(rc, "disasm: architecture %d is not x86 or x86-64", (int)b->arch);
+	st->n = total;
+	size_t n1 = total ? total : 1;
+	st->region_off = malloc((b->n_code + 1) * sizeof(*st->region_off));
+	st->len = malloc(n1);
+	st->kind = malloc(n1);
+	st->mnem = malloc(n1 * sizeof(*st->mnem));
+	st->target = malloc(n1 * sizeof(*st->target));
+	st->score = malloc(n1 * sizeof(*st->score));
+	st->hits = calloc(n1, sizeof(*st->hits));
+	st->pred = malloc(n1);
+	st->tq = calloc(n1, 1);
+	st->choice = calloc(n1, 1);
+	if (!st->region_off || !st->len || !st->kind || !st->mnem || !st->target || !st->score || !st->hits ||
+	    !st->pred || !st->tq || !st->choice)
+		return mamori_fail(MAMORI_ENOMEM, "disasm: state of %zu code bytes", total);
+	size_t at = 0;
+	for (size_t r = 0; r < b->n_code; r++) {
+		st->region_off[r] = at;
+		at += b->code[r].size;
+	}
+	st->region_off[b->n_code] = at;
+	for (int i = 0; i <= 1024; i++) {
+		double z = (i - 512) / 16.0;
+		st->softplus[i] = (float)(z > 0 ? z + log1p(exp(-z)) : log1p(exp(z)));
+		st->sigmoid[i] = (float)(1.0 / (1.0 + exp(-z)));
+	}
+	if (b->n_imports && b->imports) {
+		if (!(st->iat = malloc(b->n_imports * sizeof(*st->iat))))
+			return mamori_fail(MAMORI_ENOMEM, "disasm: %zu import slots", b->n_imports);
+		for (size_t i = 0; i < b->n_imports; i++)
+			st->iat[i] = b->imports[i].thunk_va;
+		st->n_iat = b->n_imports;
+		qsort(st->iat, st->n_iat, sizeof(*st->iat), cmp_u64);
+	}
+	for (size_t r = 0; r < b->n_code; r++)
+		decode_region(st, r, m);
+	if (b->has_entry)
+		mark_hint(st, b->entry);
+	for (size_t i = 0; i < b->n_exports; i++)
+		if (!b->exports[i].forwarder && b->exports[i].va)
+			mark_hint(st, b->exports[i].va);
+	if (use_symbols)
+		for (size_t i = 0; i < b->n_symbols; i++)
+			if (b->symbols[i].is_func)
+				mark_hint(st, b->symbols[i].va);
+	return MAMORI_OK;
+}
+
+void prob_state_free(prob_state *st)
+{
+	if (!st)
+		return;
+	free(st->region_off);
+	free(st->len);
+	free(st->kind);
+	free(st->mnem);
+	free(st->target);
+	free(st->score);
+	free(st->hits);
+	free(st->pred);
+	free(st->iat);
+	free(st->tq);
+	free(st->choice);
+	memset(st, 0, sizeof(*st));
+}
+
+void prob_keys(const prob_state *st, size_t region, size_t g, uint32_t out[3])
+{
+	size_t s = st->region_off[region], e = st->region_off[region + 1];
+	const uint8_t *bytes = st->b->code[region].bytes;
+	uint32_t m1 = st->mnem[g], m2;
+
+	if ((st->kind[g] & PK_VALID) && (st->kind[g] & PK_ENDS))
+		m2 = PROB_MNEM_END;
+	else if (!(st->kind[g] & PK_VALID) || g + st->len[g] >= e)
+		m2 = 0; /* no successor: does not decode, or runs off the region */
+	else
+		m2 = st->mnem[g + st->len[g]];
+	uint32_t arch = st->is_64 ? 1u : 0u;
+	out[0] = arch << 11 | m1;
+	out[1] = arch << 16 | (((m1 * 0x9E3779B1u) ^ (m2 * 0x85EBCA77u) ^ ((m1 ^ m2) >> 3)) >> 16);
+	out[2] = arch << 16 | (g > s ? (uint32_t)bytes[g - s - 1] << 8 : 0) | bytes[g - s];
+}
+
+static inline float softplus(const prob_state *st, float z)
+{
+	if (z <= -32.0f)
+		return 0.0f;
+	if (z >= 32.0f)
+		return z;
+	return st->softplus[(int)((z + 32.0f) * 16.0f + 0.5f)];
+}
+
+static inline float sigmoid_fast(const prob_state *st, float z)
+{
+	if (z <= -32.0f)
+		return 0.0f;
+	if (z >= 32.0f)
+		return 1.0f;
+	return st->sigmoid[(int)((z + 32.0f) * 16.0f + 0.5f)];
+}
+
+float prob_sigmoid(float z)
+{
+	if (z < -40.0f)
+		return 0.0f;
+	if (z > 40.0f)
+		return 1.0f;
+	return 1.0f / (1.0f + expf(-z));
+}
+
+/* Stage 1 at global offset g of region r, walking backwards: `chain` and
+ * `poison` hold the last 16 offsets' chain scores and poison flags, which
+ * is enough since a successor is at most 15 bytes ahead. */
+static inline void stage1_at(prob_state *st, const prob_model *m, size_t r, size_t g, float chain[16],
+			     uint8_t poison[16], float *out_x)
+{
+	size_t e = st->region_off[r + 1];
+	uint32_t k[3];
+	float x[PROB_S1_NW] = { 1.0f, 0, 0, 0, 0 };
+	uint8_t kind = st->kind[g];
+	if (!(kind & PK_VALID)) {
+		chain[g & 15] = 0;
+		poison[g & 15] = 1;
+		st->score[g] = PROB_INVALID_LOGIT;
+		if (out_x)
+			memcpy(out_x + g * PROB_S1_NW, x, sizeof(x));
+		return;
+	}
+	prob_keys(st, r, g, k);
+	x[1] = (m->unigram[k[0]] + m->bigram[k[1]] + m->bytepair[k[2]]) / PROB_TABLE_SCALE;
+	size_t nx = g + st->len[g];
+	uint8_t pois = 0;
+	if (!(kind & PK_ENDS)) {
+		if (nx >= e) {
+			pois = 1;
+		} else {
+			x[2] = chain[nx & 15];
+			pois = poison[nx & 15];
+		}
+	}
+	x[3] = pois;
+	x[4] = (kind & PK_OUTSIDE) ? 1.0f : 0.0f;
+	chain[g & 15] = x[1] + m->decay * x[2];
+	poison[g & 15] = pois;
+	if (pois)
+		st->kind[g] |= PK_POISON;
+	/* w1 . x, spelled out: this runs once per code byte. */
+	st->score[g] = m->w1[0] + m->w1[1] * x[1] + m->w1[2] * x[2] + m->w1[3] * x[3] + m->w1[4] * x[4];
+	if (out_x)
+		memcpy(out_x + g * PROB_S1_NW, x, sizeof(x));
+}
+
+void prob_stage1(prob_state *st, const prob_model *m, float *out_x)
+{
+	for (size_t r = 0; r < st->b->n_code; r++) {
+		size_t s = st->region_off[r], e = st->region_off[r + 1];
+		float chain[16] = { 0 };
+		uint8_t poison[16] = { 0 };
+		for (size_t g = e; g-- > s;)
+			stage1_at(st, m, r, g, chain, poison, out_x);
+	}
+}
+
+/* Log-odds kept in a byte: x8, clamped to [-10, 10]. */
+static int8_t q8(float z)
+{
+	if (z < -10.0f)
+		z = -10.0f;
+	if (z > 10.0f)
+		z = 10.0f;
+	return (int8_t)(z * 8.0f);
+}
+
+void prob_hits(prob_state *st)
+{
+	if (st->n == 0)
+		return;
+	/* st->hits is zero from calloc: this runs once per state. */
+	memset(st->pred, q8(-10.0f), st->n);
+	for (size_t r = 0; r < st->b->n_code; r++) {
+		size_t e = st->region_off[r + 1];
+		for (size_t g = st->region_off[r]; g < e; g++) {
+			uint8_t k = st->kind[g];
+			if (!(k & PK_VALID))
+				continue;
+			float z = st->score[g];
+			if (k & PK_BRANCH) {
+				if (z > -12.0f)
+					st->hits[st->target[g]] += sigmoid_fast(st, z);
+				st->tq[g] = q8(st->score[st->target[g]]);
+			}
+			size_t nx = g + st->len[g];
+			int8_t qz = q8(z);
+			if (!(k & PK_ENDS) && nx < e && qz > st->pred[nx])
+				st->pred[nx] = qz;
+		}
+	}
+}
+
+void prob_stage2_x(const prob_state *st, size_t g, float *out)
+{
+	out[0] = 1.0f;
+	out[1] = st->score[g];
+	out[2] = st->hits[g] > 0 ? log1pf(st->hits[g]) : 0.0f;
+	out[3] = (st->kind[g] & PK_HINT) ? 1.0f : 0.0f;
+	out[4] = st->pred[g] / 8.0f;
+	out[5] = st->tq[g] / 8.0f;
+}
+
+/* w2 . prob_stage2_x(), spelled out: this runs once per code byte. */
+static inline float final_score(const prob_state *st, const prob_model *m, size_t g)
+{
+	const float *w = m->w2;
+	float z = w[0] + w[1] * st->score[g] + w[4] * (st->pred[g] / 8.0f) + w[5] * (st->tq[g] / 8.0f);
+	if (st->hits[g] > 0)
+		z += w[2] * log1pf(st->hits[g]);
+	if (st->kind[g] & PK_HINT)
+		z += w[3];
+	return z;
+}
+
+enum { CH_START = 1, CH_FORCE_NEXT = 2 };
+
+void prob_best_stream(prob_state *st, const prob_model *m)
+{
+	/* The final log-odds are made here, in the same backward pass: a
+	 * stage-1 score is read (as itself, or as a target's or a
+	 * predecessor's) only before it is overwritten, since prob_hits()
+	 * already copied what the others need. */
+	for (size_t r = 0; r < st->b->n_code; r++) {
+		size_t s = st->region_off[r], e = st->region_off[r + 1];
+		/* F: best of the suffix when free; G: when it must start an
+		 * instruction; SQ: sum of log(1 - p) over the suffix. Only the
+		 * next 15 offsets are ever looked at. */
+		double F[16] = { 0 }, G[16] = { 0 }, SQ[16] = { 0 };
+		for (size_t g = e; g-- > s;) {
+			double lq = 0, lp = NEG_INF;
+			if (st->kind[g] & PK_VALID) {
+				float z = st->score[g] = final_score(st, m, g);
+				lq = -softplus(st, z);
+				lp = lq + z; /* softplus(-z) = softplus(z) - z */
+			}
+			double sq_next = g + 1 < e ? SQ[(g + 1) & 15] : 0.0;
+			double f_next = g + 1 < e ? F[(g + 1) & 15] : 0.0;
+			double gi = NEG_INF;
+			uint8_t ch = 0;
+			size_t nx = g + st->len[g];
+			if ((st->kind[g] & PK_VALID) && nx <= e) {
+				double sq_nx = nx < e ? SQ[nx & 15] : 0.0;
+				double fn = nx < e ? F[nx & 15] : 0.0, gn = nx < e ? G[nx & 15] : 0.0;
+				double cont = fn;
+				if (!(st->kind[g] & PK_ENDS) && nx < e) {
+					cont = fn - m->break_penalty;
+					if (gn >= cont) {
+						cont = gn;
+						ch |= CH_FORCE_NEXT;
+					}
+				}
+				gi = lp + (sq_next - sq_nx) + cont;
+			}
+			double data = lq + f_next - m->data_penalty;
+			/* The format's hints (entry, exports, function symbols)
+			 * are starts whenever they decode. */
+			if ((st->kind[g] & PK_HINT) && gi > NEG_INF)
+				data = NEG_INF;
+			if (gi >= data)
+				ch |= CH_START;
+			F[g & 15] = gi >= data ? gi : data;
+			G[g & 15] = gi;
+			SQ[g & 15] = lq + sq_next;
+			st->choice[g] = ch;
+		}
+	}
+}
+
+void prob_walk_init(prob_walk *w, const prob_state *st, size_t region)
+{
+	w->g = st->region_off[region];
+	w->end = st->region_off[region + 1];
+	w->forced = false;
+}
+
+bool prob_walk_next(prob_walk *w, const prob_state *st, size_t *out_g)
+{
+	while (w->g < w->end) {
+		size_t g = w->g;
+		uint8_t ch = st->choice[g];
+		/* A bound offset has a finite G whenever the DP chose to bind it. */
+		if (w->forced || (ch & CH_START)) {
+			w->forced = (ch & CH_FORCE_NEXT) != 0;
+			w->g = g + (st->len[g] ? st->len[g] : 1);
+			*out_g = g;
+			return true;
+		}
+		w->g++;
+	}
+	return false;
+}
+
+static bool decode_full(const prob_state *st, const uint8_t *p, size_t avail, ZydisDecodedInstruction *in,
+			ZydisDecodedOperand *ops)
+{
+	ZydisDecoderContext ctx;
+	if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&st->dec, &ctx, p, avail, in)))
+		return false;
+	return ZYAN_SUCCESS(ZydisDecoderDecodeOperands(&st->dec, &ctx, in, ops, in->operand_count_visible));
+}
+
+static int push_span(mamori_vec *spans, uint64_t va, uint64_t size, bool is_code)
+{
+	if (spans->count > 0) {
+		mamori_disasm_span *last = &MAMORI_VEC_AT(spans, mamori_disasm_span, spans->count - 1);
+		if (last->is_code == is_code && last->va + last->size == va) {
+			last->size += size;
+			return MAMORI_OK;
+		}
+	}
+	mamori_disasm_span sp = { .va = va, .size = size, .is_code = is_code };
+	return mamori_vec_push(spans, &sp);
+}
+
+/* Run the whole pipeline and collect the chosen instructions (and, when
+ * `spans`/`probs` are given, the spans and probabilities). */
+static int run(const mamori_binary *b, const mamori_disasm_opts *opts, mamori_vec *insns, mamori_vec *probs,
+	       mamori_vec *spans)
+{
+	static const mamori_disasm_opts defaults = { 0 };
+	const prob_model *m = &prob_model_builtin;
+	prob_state st;
+	int rc;
+
+	memset(&st, 0, sizeof(st));
+	if (!b) {
+		rc = mamori_fail(MAMORI_EINVAL, "disasm: no binary");
+		goto done;
+	}
+	if (!opts)
+		opts = &defaults;
+	size_t max_insns = opts->max_insns ? opts->max_insns : MAMORI_DISASM_DEFAULT_MAX_INSNS;
+	if ((rc = prob_superset(&st, b, true, m)) < 0)
+		goto done;
+	prob_hits(&st);
+	prob_best_stream(&st, m);
+
+	for (size_t r = 0; r < b->n_code; r++) {
+		const mamori_region *reg = &b->code[r];
+		size_t base = st.region_off[r], g, covered = base;
+		prob_walk w;
+		prob_walk_init(&w, &st, r);
+		while (prob_walk_next(&w, &st, &g)) {
+			ZydisDecodedInstruction in;
+			ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+			uint64_t va = reg->va + (g - base);
+			if (!decode_full(&st, reg->bytes + (g - base), reg->size - (g - base), &in, ops)) {
+				/* Cannot happen: the DP binds only decodable offsets. Treat as data. */
+				continue;
+			}
+			if (spans && g > covered &&
+			    (rc = push_span(spans, reg->va + (covered - base), g - covered, false)) < 0)
+				goto done;
+			if (spans && (rc = push_span(spans, va, in.length, true)) < 0)
+				goto done;
+			covered = g + in.length;
+			if (!opts->keep_padding && mamori_disasm_is_padding(&in, ops))
+				continue;
+			if (insns->count >= max_insns) {
+				rc = mamori_fail(MAMORI_ELIMIT,
+						 "disasm: more than %zu instructions (max_insns)", max_insns);
+				goto done;
+			}
+			mamori_insn insn = { .va = va,
+					     .len = in.length,
+					     .token = mamori_disasm_token(&in, ops) };
+			if ((rc = mamori_vec_push(insns, &insn)) < 0)
+				goto done;
+			if (probs) {
+				float p = prob_sigmoid(st.score[g]);
+				if ((rc = mamori_vec_push(probs, &p)) < 0)
+					goto done;
+			}
+		}
+		size_t end = st.region_off[r + 1];
+		if (spans && end > covered &&
+		    (rc = push_span(spans, reg->va + (covered - base), end - covered, false)) < 0)
+			goto done;
+	}
+	rc = MAMORI_OK;
+done:
+	prob_state_free(&st);
+	return rc;
+}
+
+int prob_disasm_listing(mamori_listing **out, const mamori_binary *b, const mamori_disasm_opts *opts)
+{
+	mamori_vec insns;
+	mamori_listing *l = NULL;
+	int rc;
+
+	mamori_vec_init(&insns, sizeof(mamori_insn), SIZE_MAX / sizeof(mamori_insn));
+	if (!out) {
+		rc = mamori_fail(MAMORI_EINVAL, "disasm: no output");
+		goto done;
+	}
+	*out = NULL;
+	if ((rc = run(b, opts, &insns, NULL, NULL)) < 0)
+		goto done;
+	if (!(l = calloc(1, sizeof(*l)))) {
+		rc = mamori_fail(MAMORI_ENOMEM, "disasm: listing");
+		goto done;
+	}
+	l->insns = mamori_vec_steal(&insns, &l->count);
+	*out = l;
+	rc = MAMORI_OK;
+done:
+	mamori_vec_free(&insns);
+	return rc;
+}
+
+int mamori_disasm_prob(mamori_prob_listing **out, const mamori_binary *b, const mamori_disasm_opts *opts)
+{
+	mamori_vec insns, probs, spans;
+	mamori_prob_listing *l = NULL;
+	int rc;
+
+	mamori_vec_init(&insns, sizeof(mamori_insn), SIZE_MAX / sizeof(mamori_insn));
+	mamori_vec_init(&probs, sizeof(float), SIZE_MAX / sizeof(float));
+	mamori_vec_init(&spans, sizeof(mamori_disasm_span), SIZE_MAX / sizeof(mamori_disasm_span));
+	if (!out) {
+		rc = mamori_fail(MAMORI_EINVAL, "disasm: no output");
+		goto done;
+	}
+	*out = NULL;
+	if ((rc = run(b, opts, &insns, &probs, &spans)) < 0)
+		goto done;
+	if (!(l = calloc(1, sizeof(*l)))) {
+		rc = mamori_fail(MAMORI_ENOMEM, "disasm: listing");
+		goto done;
+	}
+	size_t np;
+	l->insns = mamori_vec_steal(&insns, &l->count);
+	l->p = mamori_vec_steal(&probs, &np);
+	l->spans = mamori_vec_steal(&spans, &l->n_spans);
+	*out = l;
+	rc = MAMORI_OK;
+done:
+	mamori_vec_free(&insns);
+	mamori_vec_free(&probs);
+	mamori_vec_free(&spans);
+	return rc;
+}
+
+void mamori_prob_listing_free(mamori_prob_listing *l)
+{
+	if (!l)
+		return;
+	free(l->insns);
+	free(l->p);
+	free(l->spans);
+	free(l);
+}
+
+const char *mamori_disasm_model_info(void)
+{
+	return prob_model_builtin.info;
+}
