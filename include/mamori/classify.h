@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "mamori/cluster.h"
+#include "mamori/disasm.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -54,7 +55,8 @@ typedef enum {
 	MAMORI_VIEW_SKELETON,
 	MAMORI_VIEW_MNEMONIC
 } mamori_view;
-#define MAMORI_CLASSIFY_DEFAULT_VIEW MAMORI_VIEW_MNEMONIC
+#define MAMORI_CLASSIFY_DEFAULT_VIEW   MAMORI_VIEW_MNEMONIC
+#define MAMORI_CLASSIFY_DEFAULT_DISASM MAMORI_DISASM_TRAVERSAL
 const char *mamori_view_name(mamori_view v);
 int mamori_view_parse(mamori_view *out, const char *s);
 
@@ -67,6 +69,7 @@ typedef struct mamori_classify_opts {
 	mamori_linkage linkage; /**< default average */
 	mamori_candidates candidates;
 	mamori_view view;		 /**< default MAMORI_CLASSIFY_DEFAULT_VIEW */
+	mamori_disasm_method disasm;	 /**< default MAMORI_CLASSIFY_DEFAULT_DISASM */
 	unsigned jobs;			 /**< worker threads; 0 = number of CPUs */
 	const char *pairs_out;		 /**< optional CSV of computed pairs >= floor */
 	size_t max_files;		 /**< 0 = default 200,000 */
@@ -89,6 +92,9 @@ typedef struct mamori_libcode mamori_libcode;
 #define MAMORI_LIBCODE_K 8
 int mamori_libcode_new(mamori_libcode **out, unsigned k);
 void mamori_libcode_free(mamori_libcode *lc);
+/** Disassemble reference binaries this way (default: the traversal); it
+ *  must be the method the compared samples were disassembled with. */
+void mamori_libcode_set_disasm(mamori_libcode *lc, const mamori_disasm_opts *opts);
 /** Learn all k-grams of a token sequence. */
 int mamori_libcode_add_tokens(mamori_libcode *lc, const uint32_t *tokens, size_t n);
 /** Parse and disassemble a reference binary and learn its code. */

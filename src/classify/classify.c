@@ -137,6 +137,7 @@ typedef struct run {
 	mamori_db *db;
 	mamori_store *store;
 	const char *analyzer;
+	mamori_disasm_opts disasm;
 	pthread_mutex_t lock; /* guards db and seqs */
 	item *items;
 	size_t n_items;
@@ -372,7 +373,7 @@ static void analyse_one(void *ctx, size_t i)
 	if (rc == MAMORI_OK)
 		rc = mamori_binary_parse(&bin, data, len, NULL);
 	if (rc == MAMORI_OK)
-		rc = mamori_disasm(&lst, bin, NULL);
+		rc = mamori_disasm(&lst, bin, &r->disasm);
 	if (rc == MAMORI_OK && lst->count == 0)
 		rc = mamori_fail(MAMORI_EFORMAT, "no instructions found in the executable regions");
 	snprintf(fp.sha256, sizeof(fp.sha256), "%s", it->sha256);
@@ -433,8 +434,10 @@ static int prepare_sequences(run *r, mamori_classify_result *res)
 	mamori_libcode *lc = NULL;
 	size_t builtin = 0;
 	if (!r->opts->keep_library_code) {
-		if ((rc = mamori_libcode_new(&lc, MAMORI_LIBCODE_K)) ||
-		    (rc = mamori_libcode_add_builtin(lc, &builtin)))
+		if ((rc = mamori_libcode_new(&lc, MAMORI_LIBCODE_K)))
+			goto done;
+		mamori_libcode_set_disasm(lc, &r->disasm);
+		if ((rc = mamori_libcode_add_builtin(lc, &builtin)))
 			goto done;
 		for (size_t i = 0; i < r->opts->n_library_refs; i++) {
 			uint8_t *data = NULL;
@@ -852,6 +855,7 @@ static int write_stats(const run *r, const mamori_classify_result *res, const le
 		return rc;
 	json_t *root = json_object();
 	json_t *stages = json_array();
+	json_object_set_new(root, "analyzer", json_string(r->analyzer));
 	json_object_set_new(root, "samples", json_integer((json_int_t)r->n_items));
 	json_object_set_new(root, "ok", json_integer((json_int_t)(r->n_items - res->n_failed)));
 	json_object_set_new(root, "failed", json_integer((json_int_t)res->n_failed));
@@ -934,6 +938,7 @@ void mamori_classify_opts_init(mamori_classify_opts *opts)
 	opts->linkage = MAMORI_LINK_AVERAGE;
 	opts->candidates = MAMORI_CANDIDATES_AUTO;
 	opts->view = MAMORI_CLASSIFY_DEFAULT_VIEW;
+	opts->disasm = MAMORI_CLASSIFY_DEFAULT_DISASM;
 }
 
 void mamori_classify_result_free(mamori_classify_result *res)
@@ -987,7 +992,8 @@ int mamori_classify_run(mamori_classify_result **out, const char *const *paths, 
 	if (!opts.jobs)
 		opts.jobs = default_jobs();
 	r.opts = &opts;
-	r.analyzer = mamori_disasm_analyzer_id(NULL);
+	r.disasm.method = opts.disasm;
+	r.analyzer = mamori_disasm_analyzer_id(&r.disasm);
 	store_dir = opts.store_dir ? strdup(opts.store_dir) : xstrdup_printf("%s.store", opts.db_path);
 	if (!store_dir) {
 		rc = mamori_fail(MAMORI_ENOMEM, "store path");

@@ -24,7 +24,8 @@
 
 struct mamori_libcode {
 	unsigned k;
-	uint64_t *slots; /* 0 = empty; hashes are forced non-zero */
+	mamori_disasm_opts disasm; /* how reference binaries are disassembled */
+	uint64_t *slots;	   /* 0 = empty; hashes are forced non-zero */
 	size_t cap, count;
 };
 
@@ -43,6 +44,7 @@ int mamori_libcode_new(mamori_libcode **out, unsigned k)
 	if (!lc)
 		return mamori_fail(MAMORI_ENOMEM, "library code set");
 	lc->k = k;
+	lc->disasm.method = MAMORI_DISASM_TRAVERSAL;
 	*out = lc;
 	return MAMORI_OK;
 }
@@ -53,6 +55,12 @@ void mamori_libcode_free(mamori_libcode *lc)
 		return;
 	free(lc->slots);
 	free(lc);
+}
+
+void mamori_libcode_set_disasm(mamori_libcode *lc, const mamori_disasm_opts *opts)
+{
+	if (opts)
+		lc->disasm = *opts;
 }
 
 size_t mamori_libcode_size(const mamori_libcode *lc)
@@ -122,7 +130,7 @@ int mamori_libcode_add_binary(mamori_libcode *lc, const uint8_t *data, size_t le
 	uint32_t *tokens = NULL;
 	int rc = mamori_binary_parse(&bin, data, len, NULL);
 	if (rc == MAMORI_OK)
-		rc = mamori_disasm(&lst, bin, NULL);
+		rc = mamori_disasm(&lst, bin, &lc->disasm);
 	if (rc != MAMORI_OK || !lst->count)
 		goto done;
 	tokens = malloc(lst->count * sizeof(uint32_t));

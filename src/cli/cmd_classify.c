@@ -36,6 +36,7 @@ static void usage(FILE *f)
 		"  --top N            rows of the family table (default 20)\n"
 		"  --view V           exact, arch-neutral, skeleton or mnemonic (default %s):\n"
 		"                     what of each instruction sequence is compared\n"
+		"  --disasm M         traversal (default) or prob: how samples are disassembled\n"
 		"  --keep-library-code  compare whole programs, without removing known\n"
 		"                     runtime code (CRT start-up, compiler helpers)\n"
 		"  --library-ref FILE another reference binary of library code (repeatable)\n"
@@ -90,6 +91,7 @@ int cmd_classify(int argc, char **argv)
 		{ "keep-library-code", no_argument, NULL, 'K' },
 		{ "library-ref", required_argument, NULL, 'R' },
 		{ "view", required_argument, NULL, 'V' },
+		{ "disasm", required_argument, NULL, 'D' },
 		{ NULL, 0, NULL, 0 },
 	};
 	mamori_classify_opts opts;
@@ -152,6 +154,17 @@ int cmd_classify(int argc, char **argv)
 			break;
 		case 'q': opts.quiet = true; break;
 		case 'K': opts.keep_library_code = true; break;
+		case 'D':
+			if (!strcmp(optarg, "traversal"))
+				opts.disasm = MAMORI_DISASM_TRAVERSAL;
+			else if (!strcmp(optarg, "prob"))
+				opts.disasm = MAMORI_DISASM_PROBABILISTIC;
+			else {
+				fprintf(stderr, "mamori classify: --disasm is traversal or prob, not '%s'\n",
+					optarg);
+				return MAMORI_EXIT_USAGE;
+			}
+			break;
 		case 'V':
 			if (mamori_view_parse(&opts.view, optarg) != MAMORI_OK) {
 				fprintf(stderr,
