@@ -53,8 +53,9 @@ demo-corpus:
 	scripts/corpus/build.sh --demo --out $(DEMO)
 
 bench: build
-	@scripts/install-deps.sh corpus bench
+	@scripts/install-deps.sh corpus bench fuzz
 	bench/run.sh --corpus $(CORPUS)
+	bench/disasm/run.sh | scripts/doc-section.py disasm docs/benchmarks.md "bench/disasm/run.sh"
 
 lint: build
 	@scripts/install-deps.sh lint
@@ -82,7 +83,7 @@ disasm-truth:
 # Precision/recall of instruction starts and throughput, every method.
 bench-disasm: build
 	@scripts/install-deps.sh build corpus fuzz
-	bench/disasm/run.sh
+	bench/disasm/run.sh | scripts/doc-section.py disasm docs/benchmarks.md "bench/disasm/run.sh"
 
 # Re-learn the probabilistic disassembler's model from the ground truth
 # (deterministic: the same truth gives a byte-identical data/disasm-model/model.txt).
