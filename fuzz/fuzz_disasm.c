@@ -2,7 +2,8 @@
  * libFuzzer target for both disassembly methods on raw bytes (seeds:
  * fuzz/corpus/disasm). The first byte chooses the mode: bit 0 x86-64, bit 1
  * keep padding, bit 2 an entry point at the offset given by the second
- * byte; the rest is one code region at 0x401000. Each method must succeed
+ * byte, bit 3 a function symbol at half that offset, bit 4 no_symbols;
+ * the rest is one code region at 0x401000. Each method must succeed
  * (inputs are far below every limit) and give a sorted, non-overlapping
  * listing inside the region; the probabilistic one also spans covering the
  * region and probabilities in [0,1], and the same instructions through
@@ -46,7 +47,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			    .has_entry = (mode & 4) != 0,
 			    .code = r.size ? &r : NULL,
 			    .n_code = r.size ? 1 : 0 };
-	mamori_disasm_opts opts = { .keep_padding = (mode & 2) != 0 };
+	mamori_symbol sym = { .name = (char *)"f", .va = r.va + data[1] / 2u, .is_func = true };
+	if (mode & 8) {
+		b.symbols = &sym;
+		b.n_symbols = 1;
+	}
+	mamori_disasm_opts opts = { .keep_padding = (mode & 2) != 0, .no_symbols = (mode & 16) != 0 };
 	mamori_listing *l = NULL, *lp = NULL;
 	mamori_prob_listing *pl = NULL;
 

@@ -62,6 +62,13 @@ typedef struct mamori_disasm_opts {
 	mamori_disasm_method method;
 	size_t max_insns;  /**< at most this many instructions in a listing; 0 = 8M */
 	bool keep_padding; /**< also list NOPs, ENDBR and INT3 (for people; not for fingerprints) */
+	/**
+	 * Probabilistic method only: ignore the function symbols (the entry
+	 * point, exports and import thunks still count), so that stripped and
+	 * unstripped builds of one program give the same listing. For
+	 * fingerprints; it has its own analyzer id.
+	 */
+	bool no_symbols;
 } mamori_disasm_opts;
 
 /** Default of mamori_disasm_opts.max_insns. */
@@ -130,7 +137,7 @@ int mamori_disasm_prob(mamori_prob_listing **out, const struct mamori_binary *b,
 void mamori_prob_listing_free(mamori_prob_listing *l);
 
 /** Version and training set of the embedded model, e.g.
- *  "prob-v1 (trained on corpus/disasm-truth, 120 files)". Static string. */
+ *  "prob-v2 (trained on corpus/disasm-truth/manifest.csv, 192 files)". Static string. */
 const char *mamori_disasm_model_info(void);
 
 /**

@@ -993,6 +993,9 @@ int mamori_classify_run(mamori_classify_result **out, const char *const *paths, 
 		opts.jobs = default_jobs();
 	r.opts = &opts;
 	r.disasm.method = opts.disasm;
+	/* Symbols would make a stripped and an unstripped build of one program
+	 * disassemble differently under the probabilistic method. */
+	r.disasm.no_symbols = true;
 	r.analyzer = mamori_disasm_analyzer_id(&r.disasm);
 	store_dir = opts.store_dir ? strdup(opts.store_dir) : xstrdup_printf("%s.store", opts.db_path);
 	if (!store_dir) {

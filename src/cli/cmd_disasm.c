@@ -21,6 +21,7 @@
 static void disasm_usage(FILE *f)
 {
 	fprintf(f, "usage: mamori disasm FILE [--method traversal|prob] [--json] [--limit N] [--all]\n"
+		   "                    [--no-symbols]\n"
 		   "  --method   traversal (default): recursive traversal + sweep of the gaps;\n"
 		   "             prob: probabilistic disassembly (probabilities, data regions)\n"
 		   "  --json     print {\"analyzer\", \"count\", \"shown\", \"instructions\": [{\"va\", "
@@ -29,7 +30,9 @@ static void disasm_usage(FILE *f)
 		   "             with --method prob also \"p\" per instruction and \"regions\":\n"
 		   "             [{\"va\", \"size\", \"kind\": \"code\"|\"data\"}]\n"
 		   "  --limit N  show only the first N instructions (count still gives all)\n"
-		   "  --all      also list padding (NOPs, ENDBR, INT3), which fingerprints leave out\n");
+		   "  --all      also list padding (NOPs, ENDBR, INT3), which fingerprints leave out\n"
+		   "  --no-symbols  prob: ignore symbols as hints (as classify does, so stripped and\n"
+		   "             unstripped builds disassemble alike)\n");
 }
 
 /* Bytes of the instruction as hex; the listing is sorted and so are the
@@ -188,6 +191,8 @@ int cmd_disasm(int argc, char **argv)
 			}
 		} else if (!strcmp(argv[i], "--all")) {
 			opts.keep_padding = true;
+		} else if (!strcmp(argv[i], "--no-symbols")) {
+			opts.no_symbols = true;
 		} else if (!strcmp(argv[i], "--limit")) {
 			char *end = NULL;
 			if (i + 1 >= argc) {

@@ -405,7 +405,7 @@ const char *mamori_disasm_analyzer_id(const mamori_disasm_opts *opts)
 {
 	/* Bump the version whenever tokens or the choice of instructions change. */
 	if (opts && opts->method == MAMORI_DISASM_PROBABILISTIC)
-		return opts->keep_padding ? prob_analyzer_id_pad : prob_analyzer_id;
+		return prob_analyzer_id_of(opts);
 	if (opts && opts->keep_padding)
 		return "traversal-v1+pad+zydis4";
 	return "traversal-v1+zydis4";

@@ -5,15 +5,21 @@
  * instructions, the rest being data.
  *
  * The log-odds combine, in two stages learned by scripts/train-disasm:
- * n-gram tables (mnemonic, mnemonic with its fall-through successor, byte
- * before with first byte), the score of the fall-through chain (decayed sum
- * along successors, so evidence flows backwards), a poison flag for chains
- * that run into bytes that do not decode or off the region, direct branches
- * out of the code; then votes of likely direct branches and calls for
- * their targets, the stage-1 score of the best instruction falling through
- * to the offset and of a branch's target, and the format's hints (entry,
- * exports, function symbols, `call`/`jmp` through an import slot; the best
- * stream always starts an instruction at a hint that decodes).
+ * n-gram tables (mnemonic; mnemonic with its fall-through successor and
+ * the data-flow flags; byte before with first byte), the score of the
+ * fall-through chain (decayed sum along successors, so evidence flows
+ * backwards), a poison flag for chains that run into bytes that do not
+ * decode or off the region, direct branches out of the code; then votes
+ * of likely direct branches and calls for their targets, the stage-1 score
+ * of the best instruction falling through to the offset and of a branch's
+ * target, and the format's hints (entry, exports, function symbols unless
+ * no_symbols, `call`/`jmp` through an import slot; the best stream always
+ * starts an instruction at a hint that decodes).
+ * The data-flow flags come from a backward liveness pass over the chain,
+ * with the registers each common integer opcode reads and writes taken
+ * from its raw encoding: an instruction whose result the next instruction
+ * or a later one reads is likely code, one whose result is overwritten
+ * unread is not (see data_flow()).
  * The best stream is a dynamic programme over offsets (backwards, two
  * states: free, or bound to start an instruction because the previous one
  * falls through), maximising the sum over bytes of log p (start) or
@@ -24,12 +30,18 @@
  * Limits: linear time (one decode per byte, constant work per byte after
  * it; the DP keeps only 16 slots of scores thanks to the 15-byte maximum
  * instruction length); about 20 bytes of state per code byte, and at most
- * MAMORI_DISASM_PROB_MAX_CODE bytes of code. Data-flow evidence (registers
- * defined then used) and relocations are not used yet.
+ * MAMORI_DISASM_PROB_MAX_CODE bytes of code. Speed: Zydis is most of the
+ * cost, so the superset decodes in Zydis's minimal mode and remembers
+ * short position-independent instructions by their bytes (prob_memo), and
+ * the listing remembers tokens the same way; branch votes are added up in
+ * the decoding pass. Relocations are not used yet, and the registers of
+ * rarer opcodes (SSE, string, shifts) are not modelled.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #include "disasm_internal.h"
 #include "mamori/base.h"
@@ -55,6 +67,83 @@ static bool ends_path(const ZydisDecodedInstruction *in)
 	case ZYDIS_MNEMONIC_IRETQ: return true;
 	default: return false;
 	}
+}
+
+/* Registers (bit i: general register i, REX numbering; never rsp, which
+ * every push, call and frame access touches) that the instruction reads
+ * and writes, from its raw encoding, for the most common integer opcodes
+ * only: compilers emit mostly these, and the data-flow evidence needs no
+ * more than a rough idea. Others read and write nothing. Memory operands
+ * read their base and index. Position-independent. */
+static void regs_of(const ZydisDecodedInstruction *in, uint16_t *out_defs, uint16_t *out_uses)
+{
+	uint16_t defs = 0, uses = 0;
+	unsigned rexr = 0, rexx = 0, rexb = 0;
+	if (in->encoding == ZYDIS_INSTRUCTION_ENCODING_LEGACY && in->raw.rex.offset) {
+		rexr = in->raw.rex.R, rexx = in->raw.rex.X, rexb = in->raw.rex.B;
+	}
+	unsigned op = in->opcode, mod = in->raw.modrm.mod;
+	unsigned reg = in->raw.modrm.reg | rexr << 3, rm = in->raw.modrm.rm | rexb << 3;
+	uint16_t rbit = (uint16_t)(1u << reg), rmbit = 0, addr = 0;
+	if (mod == 3) {
+		rmbit = (uint16_t)(1u << rm);
+	} else if (in->raw.modrm.rm == 4) {
+		if (!(in->raw.sib.base == 5 && mod == 0))
+			addr |= (uint16_t)(1u << (in->raw.sib.base | rexb << 3));
+		if ((in->raw.sib.index | rexx << 3) != 4)
+			addr |= (uint16_t)(1u << (in->raw.sib.index | rexx << 3));
+	} else if (!(in->raw.modrm.rm == 5 && mod == 0)) {
+		addr = (uint16_t)(1u << rm);
+	}
+	if (in->opcode_map == ZYDIS_OPCODE_MAP_DEFAULT) {
+		if (op < 0x40 && (op & 7) < 4) { /* add, or, adc, sbb, and, sub, xor, cmp */
+			bool to_reg = op & 2, cmp = (op & 0x38) == 0x38;
+			uses = (uint16_t)(rbit | rmbit | addr);
+			if (!cmp)
+				defs = to_reg ? rbit : rmbit;
+			/* xor r, r and sub r, r only set r */
+			if (mod == 3 && reg == rm && ((op & 0x38) == 0x30 || (op & 0x38) == 0x28))
+				uses = 0;
+		} else if (op == 0x84 || op == 0x85) { /* test */
+			uses = (uint16_t)(rbit | rmbit | addr);
+		} else if (op == 0x88 || op == 0x89) { /* mov r/m, r */
+			uses = (uint16_t)(rbit | addr);
+			defs = rmbit;
+		} else if (op == 0x8a || op == 0x8b || op == 0x63) { /* mov r, r/m; movsxd */
+			uses = (uint16_t)(rmbit | addr);
+			defs = rbit;
+		} else if (op == 0x8d) { /* lea */
+			uses = addr;
+			defs = rbit;
+		} else if (op >= 0x50 && op <= 0x57) {
+			uses = (uint16_t)(1u << ((op & 7) | rexb << 3));
+		} else if ((op >= 0x58 && op <= 0x5f) || (op >= 0xb8 && op <= 0xbf)) { /* pop r; mov r, imm */
+			defs = (uint16_t)(1u << ((op & 7) | rexb << 3));
+		} else if (op == 0xc6 || op == 0xc7) { /* mov r/m, imm */
+			uses = addr;
+			defs = rmbit;
+		} else if (op == 0x80 || op == 0x81 || op == 0x83) { /* group 1 r/m, imm */
+			uses = (uint16_t)(rmbit | addr);
+			if (in->raw.modrm.reg != 7)
+				defs = rmbit;
+		} else if (op == 0xc3) { /* ret reads the result */
+			uses = 1;
+		} else if (op == 0xff) { /* inc, dec, call, jmp, push r/m */
+			uses = (uint16_t)(rmbit | addr);
+			if (in->raw.modrm.reg <= 1)
+				defs = rmbit;
+		}
+	} else if (in->opcode_map == ZYDIS_OPCODE_MAP_0F) {
+		if (op == 0xb6 || op == 0xb7 || op == 0xbe || op == 0xbf) { /* movzx, movsx */
+			uses = (uint16_t)(rmbit | addr);
+			defs = rbit;
+		} else if (op == 0xaf || (op >= 0x40 && op <= 0x4f)) { /* imul, cmovcc */
+			uses = (uint16_t)(rbit | rmbit | addr);
+			defs = rbit;
+		}
+	}
+	*out_defs = defs & (uint16_t)~0x10u;
+	*out_uses = uses & (uint16_t)~0x10u;
 }
 
 /* Global index of `va` in the code, or false. Regions are sorted. */
@@ -111,6 +200,16 @@ static int check_regions(const mamori_binary *b, size_t *out_total)
 	return MAMORI_OK;
 }
 
+/* Log-odds kept in a byte: x8, clamped to [-10, 10]. */
+static int8_t q8(float z)
+{
+	if (z < -10.0f)
+		z = -10.0f;
+	if (z > 10.0f)
+		z = 10.0f;
+	return (int8_t)(z * 8.0f);
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -139,59 +238,129 @@ static bool calls_import(const prob_state *st, const mamori_region *reg, size_t 
 
 static inline void stage1_at(prob_state *st, const prob_model *m, size_t r, size_t g, float chain[16],
 			     uint8_t poison[16], float *out_x);
+static inline int hits_at(prob_state *st, size_t r, size_t g, bool fused);
+
+/* Data-flow flags of the decoded offset g (kind, len set), walking
+ * backwards: PK_DEF_USED when it writes a register that its chain then
+ * reads, PK_DEF_DEAD when it writes one that its chain overwrites unread.
+ * Real code does the first all the time and the second rarely. */
+static inline void data_flow(prob_state *st, size_t g, size_t e, uint16_t defs, uint16_t uses,
+			     uint16_t live[16], uint16_t killed[16], uint16_t used[16])
+{
+	size_t nx = g + st->len[g];
+	uint16_t ln = 0, kn = 0, un = 0;
+	if (!(st->kind[g] & PK_ENDS) && nx < e) {
+		ln = live[nx & 15];
+		kn = killed[nx & 15];
+		un = used[nx & 15];
+	}
+	used[g & 15] = uses;
+	if (defs & un)
+		st->kind[g] |= PK_DEF_NEXT;
+	else if (defs & ln)
+		st->kind[g] |= PK_DEF_USED;
+	if (defs & kn)
+		st->kind[g] |= PK_DEF_DEAD;
+	live[g & 15] = (uint16_t)(uses | (ln & ~defs));
+	killed[g & 15] = (uint16_t)((defs | kn) & ~uses);
+}
 
 /* Backwards, so that stage 1 (which looks at successors) can run in the
  * same pass when `m` is given: one pass over the state instead of two. */
-static void decode_region(prob_state *st, size_t r, const prob_model *m)
+static int decode_region(prob_state *st, size_t r, const prob_model *m)
 {
 	const mamori_region *reg = &st->b->code[r];
 	size_t base = st->region_off[r];
 	ZydisDecodedInstruction in;
 	float chain[16] = { 0 };
 	uint8_t poison[16] = { 0 };
+	/* Along the fall-through chain from each offset: registers read before
+	 * being written (live) and written before being read. */
+	uint16_t live[16] = { 0 }, killed[16] = { 0 }, used[16] = { 0 };
 
 	for (size_t off = reg->size; off-- > 0;) {
 		size_t g = base + off;
+		const uint8_t *p = reg->bytes + off;
+		uint16_t defs, uses, mn;
+		uint8_t len, k;
+		int64_t rel = 0;
+		prob_memo *memo = NULL;
+		uint32_t key = 0;
 		st->target[g] = PROB_NO_TARGET;
-		if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&st->dec, NULL, reg->bytes + off,
-								reg->size - off, &in))) {
+		if (reg->size - off >= 3) {
+			key = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16;
+			memo = &st->memo[(key * 0x9E3779B1u) >> (32 - st->memo_bits)];
+		}
+		if (memo && memo->len && memo->key == key) {
+			len = memo->len;
+			k = memo->kind;
+			mn = memo->mnem;
+			defs = memo->defs;
+			uses = memo->uses;
+			rel = memo->rel;
+		} else if (ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&st->dec_min, NULL, p, reg->size - off,
+								      &in))) {
+			regs_of(&in, &defs, &uses);
+			len = in.length;
+			mn = (uint16_t)(in.mnemonic < PROB_MNEM_END ? in.mnemonic : PROB_MNEM_END - 1);
+			k = PK_VALID;
+			if (ends_path(&in))
+				k |= PK_ENDS;
+			/* PK_BRANCH here means "direct branch by `rel`"; whether
+			 * the target is in the code is settled below. */
+			if ((in.attributes & ZYDIS_ATTRIB_IS_RELATIVE) && in.raw.imm[0].is_relative &&
+			    (in.meta.category == ZYDIS_CATEGORY_COND_BR ||
+			     in.meta.category == ZYDIS_CATEGORY_UNCOND_BR ||
+			     in.meta.category == ZYDIS_CATEGORY_CALL)) {
+				k |= PK_BRANCH;
+				rel = in.raw.imm[0].value.s;
+			}
+			if (memo && len <= 3) {
+				/* Short instructions: the same bytes always decode
+				 * the same (a branch's displacement is in its key). */
+				memo->key = key;
+				memo->len = len;
+				memo->kind = k;
+				memo->mnem = mn;
+				memo->defs = defs;
+				memo->uses = uses;
+				memo->rel = (int32_t)rel;
+			}
+		} else {
 			st->len[g] = 0;
 			st->kind[g] = 0;
 			st->mnem[g] = 0;
+			live[g & 15] = killed[g & 15] = used[g & 15] = 0;
 			if (m)
 				stage1_at(st, m, r, g, chain, poison, NULL);
 			continue;
 		}
-		uint8_t k = PK_VALID;
-		if (ends_path(&in))
-			k |= PK_ENDS;
-		if (in.attributes & ZYDIS_ATTRIB_IS_PRIVILEGED)
-			k |= PK_PRIV;
-		if ((in.attributes & ZYDIS_ATTRIB_IS_RELATIVE) && in.raw.imm[0].is_relative &&
-		    (in.meta.category == ZYDIS_CATEGORY_COND_BR ||
-		     in.meta.category == ZYDIS_CATEGORY_UNCOND_BR ||
-		     in.meta.category == ZYDIS_CATEGORY_CALL)) {
-			uint64_t t = reg->va + off + in.length + (uint64_t)in.raw.imm[0].value.s;
+		if (k & PK_BRANCH) {
+			uint64_t t = reg->va + off + len + (uint64_t)rel;
 			size_t tg;
 			if (!st->is_64)
 				t &= 0xffffffffu;
 			if (global_index(st, t, &tg)) {
-				k |= PK_BRANCH;
 				st->target[g] = (uint32_t)tg;
 			} else {
-				k |= PK_OUTSIDE;
+				k = (uint8_t)((k & ~PK_BRANCH) | PK_OUTSIDE);
 			}
 		}
-		if (in.length == 6 && st->n_iat && reg->bytes[off] == 0xff &&
-		    (reg->bytes[off + 1] == 0x15 || reg->bytes[off + 1] == 0x25) &&
+		if (len == 6 && st->n_iat && p[0] == 0xff && (p[1] == 0x15 || p[1] == 0x25) &&
 		    calls_import(st, reg, off))
 			k |= PK_HINT;
-		st->len[g] = in.length;
+		st->len[g] = len;
 		st->kind[g] = k;
-		st->mnem[g] = (uint16_t)(in.mnemonic < PROB_MNEM_END ? in.mnemonic : PROB_MNEM_END - 1);
-		if (m)
+		st->mnem[g] = mn;
+		data_flow(st, g, base + reg->size, defs, uses, live, killed, used);
+		if (m) {
+			int rc;
 			stage1_at(st, m, r, g, chain, poison, NULL);
+			if ((rc = hits_at(st, r, g, true)) < 0)
+				return rc;
+		}
 	}
+	return MAMORI_OK;
 }
 
 int prob_superset(prob_state *st, const mamori_binary *b, bool use_symbols, const prob_model *m)
@@ -218,6 +387,11 @@ int prob_superset(prob_state *st, const mamori_binary *b, bool use_symbols, cons
 		rc = MAMORI_EUNSUPPORTED;
 	if (rc < 0)
 		return mamori_fail(rc, "disasm: architecture %d is not x86 or x86-64", (int)b->arch);
+	/* The superset needs only lengths, mnemonics, categories and relative
+	 * immediates, which Zydis's minimal mode gives about 10% faster. */
+	st->dec_min = st->dec;
+	if (!ZYAN_SUCCESS(ZydisDecoderEnableMode(&st->dec_min, ZYDIS_DECODER_MODE_MINIMAL, ZYAN_TRUE)))
+		return mamori_fail(MAMORI_EUNSUPPORTED, "disasm: Zydis has no minimal mode");
 	st->n = total;
 	size_t n1 = total ? total : 1;
 	st->region_off = malloc((b->n_code + 1) * sizeof(*st->region_off));
@@ -228,10 +402,16 @@ int prob_superset(prob_state *st, const mamori_binary *b, bool use_symbols, cons
 	st->score = malloc(n1 * sizeof(*st->score));
 	st->hits = calloc(n1, sizeof(*st->hits));
 	st->pred = malloc(n1);
+	mamori_vec_init(&st->pending, sizeof(uint32_t), SIZE_MAX / sizeof(uint32_t));
 	st->tq = calloc(n1, 1);
 	st->choice = calloc(n1, 1);
+	/* Small code needs a small memo: zeroing it is a fixed cost per call. */
+	st->memo_bits = 8;
+	while (st->memo_bits < PROB_MEMO_BITS && ((size_t)1 << (st->memo_bits + 2)) < total)
+		st->memo_bits++;
+	st->memo = calloc((size_t)1 << st->memo_bits, sizeof(*st->memo));
 	if (!st->region_off || !st->len || !st->kind || !st->mnem || !st->target || !st->score || !st->hits ||
-	    !st->pred || !st->tq || !st->choice)
+	    !st->pred || !st->tq || !st->choice || !st->memo)
 		return mamori_fail(MAMORI_ENOMEM, "disasm: state of %zu code bytes", total);
 	size_t at = 0;
 	for (size_t r = 0; r < b->n_code; r++) {
@@ -242,8 +422,9 @@ int prob_superset(prob_state *st, const mamori_binary *b, bool use_symbols, cons
 	for (int i = 0; i <= 1024; i++) {
 		double z = (i - 512) / 16.0;
 		st->softplus[i] = (float)(z > 0 ? z + log1p(exp(-z)) : log1p(exp(z)));
-		st->sigmoid[i] = (float)(1.0 / (1.0 + exp(-z)));
+		st->sigmoid_q[i] = (uint16_t)lrint(PROB_HITS_ONE / (1.0 + exp(-z)));
 	}
+	memset(st->pred, q8(-10.0f), n1);
 	if (b->n_imports && b->imports) {
 		if (!(st->iat = malloc(b->n_imports * sizeof(*st->iat))))
 			return mamori_fail(MAMORI_ENOMEM, "disasm: %zu import slots", b->n_imports);
@@ -253,7 +434,15 @@ int prob_superset(prob_state *st, const mamori_binary *b, bool use_symbols, cons
 		qsort(st->iat, st->n_iat, sizeof(*st->iat), cmp_u64);
 	}
 	for (size_t r = 0; r < b->n_code; r++)
-		decode_region(st, r, m);
+		if ((rc = decode_region(st, r, m)) < 0)
+			return rc;
+	if (m) {
+		/* Branches whose targets were not scored yet when they were. */
+		const uint32_t *pend = st->pending.data;
+		for (size_t i = 0; i < st->pending.count; i++)
+			st->tq[pend[i]] = q8(st->score[st->target[pend[i]]]);
+		st->hits_done = true;
+	}
 	if (b->has_entry)
 		mark_hint(st, b->entry);
 	for (size_t i = 0; i < b->n_exports; i++)
@@ -281,6 +470,8 @@ void prob_state_free(prob_state *st)
 	free(st->iat);
 	free(st->tq);
 	free(st->choice);
+	free(st->memo);
+	mamori_vec_free(&st->pending);
 	memset(st, 0, sizeof(*st));
 }
 
@@ -297,8 +488,12 @@ void prob_keys(const prob_state *st, size_t region, size_t g, uint32_t out[3])
 	else
 		m2 = st->mnem[g + st->len[g]];
 	uint32_t arch = st->is_64 ? 1u : 0u;
+	/* The bigram is also conditioned on the data-flow flags. */
+	uint32_t df = (st->kind[g] & PK_DEF_USED ? 1u : 0u) | (st->kind[g] & PK_DEF_DEAD ? 2u : 0u) |
+		      (st->kind[g] & PK_DEF_NEXT ? 4u : 0u);
 	out[0] = arch << 11 | m1;
-	out[1] = arch << 16 | (((m1 * 0x9E3779B1u) ^ (m2 * 0x85EBCA77u) ^ ((m1 ^ m2) >> 3)) >> 16);
+	out[1] = arch << 16 |
+		 (((m1 * 0x9E3779B1u) ^ (m2 * 0x85EBCA77u) ^ (df * 0xC2B2AE3Du) ^ ((m1 ^ m2) >> 3)) >> 16);
 	out[2] = arch << 16 | (g > s ? (uint32_t)bytes[g - s - 1] << 8 : 0) | bytes[g - s];
 }
 
@@ -311,13 +506,15 @@ static inline float softplus(const prob_state *st, float z)
 	return st->softplus[(int)((z + 32.0f) * 16.0f + 0.5f)];
 }
 
-static inline float sigmoid_fast(const prob_state *st, float z)
+/* Stage-1 probability in units of 1/PROB_HITS_ONE; integers, so that the
+ * votes add up to the same sums in any order. */
+static inline uint32_t sigmoid_q(const prob_state *st, float z)
 {
 	if (z <= -32.0f)
-		return 0.0f;
+		return 0;
 	if (z >= 32.0f)
-		return 1.0f;
-	return st->sigmoid[(int)((z + 32.0f) * 16.0f + 0.5f)];
+		return PROB_HITS_ONE;
+	return st->sigmoid_q[(int)((z + 32.0f) * 16.0f + 0.5f)];
 }
 
 float prob_sigmoid(float z)
@@ -363,8 +560,6 @@ static inline void stage1_at(prob_state *st, const prob_model *m, size_t r, size
 	x[4] = (kind & PK_OUTSIDE) ? 1.0f : 0.0f;
 	chain[g & 15] = x[1] + m->decay * x[2];
 	poison[g & 15] = pois;
-	if (pois)
-		st->kind[g] |= PK_POISON;
 	/* w1 . x, spelled out: this runs once per code byte. */
 	st->score[g] = m->w1[0] + m->w1[1] * x[1] + m->w1[2] * x[2] + m->w1[3] * x[3] + m->w1[4] * x[4];
 	if (out_x)
@@ -382,47 +577,56 @@ void prob_stage1(prob_state *st, const prob_model *m, float *out_x)
 	}
 }
 
-/* Log-odds kept in a byte: x8, clamped to [-10, 10]. */
-static int8_t q8(float z)
+/* Votes of the branch at g for its target, and g as the fall-through
+ * predecessor of its successor; every sum or maximum here is the same in
+ * any order. `fused`: called from the superset's backward pass, where a
+ * target that has no stage-1 score yet waits in st->pending. */
+static inline int hits_at(prob_state *st, size_t r, size_t g, bool fused)
 {
-	if (z < -10.0f)
-		z = -10.0f;
-	if (z > 10.0f)
-		z = 10.0f;
-	return (int8_t)(z * 8.0f);
+	uint8_t k = st->kind[g];
+	if (!(k & PK_VALID))
+		return MAMORI_OK;
+	float z = st->score[g];
+	if (k & PK_BRANCH) {
+		uint32_t t = st->target[g];
+		if (z > -12.0f) {
+			uint32_t h = st->hits[t] + sigmoid_q(st, z);
+			st->hits[t] = h < st->hits[t] ? UINT32_MAX : h;
+		}
+		if (!fused || t < st->region_off[r] || (t >= g && t < st->region_off[r + 1]))
+			st->tq[g] = q8(st->score[t]);
+		else {
+			uint32_t gi = (uint32_t)g;
+			int rc = mamori_vec_push(&st->pending, &gi);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	size_t nx = g + st->len[g];
+	int8_t qz = q8(z);
+	if (!(k & PK_ENDS) && nx < st->region_off[r + 1]) {
+		int8_t was = st->pred[nx];
+		st->pred[nx] = qz > was ? qz : was;
+	}
+	return MAMORI_OK;
 }
 
 void prob_hits(prob_state *st)
 {
-	if (st->n == 0)
+	/* Done already when prob_superset() had the model. */
+	if (st->n == 0 || st->hits_done)
 		return;
-	/* st->hits is zero from calloc: this runs once per state. */
-	memset(st->pred, q8(-10.0f), st->n);
-	for (size_t r = 0; r < st->b->n_code; r++) {
-		size_t e = st->region_off[r + 1];
-		for (size_t g = st->region_off[r]; g < e; g++) {
-			uint8_t k = st->kind[g];
-			if (!(k & PK_VALID))
-				continue;
-			float z = st->score[g];
-			if (k & PK_BRANCH) {
-				if (z > -12.0f)
-					st->hits[st->target[g]] += sigmoid_fast(st, z);
-				st->tq[g] = q8(st->score[st->target[g]]);
-			}
-			size_t nx = g + st->len[g];
-			int8_t qz = q8(z);
-			if (!(k & PK_ENDS) && nx < e && qz > st->pred[nx])
-				st->pred[nx] = qz;
-		}
-	}
+	for (size_t r = 0; r < st->b->n_code; r++)
+		for (size_t g = st->region_off[r]; g < st->region_off[r + 1]; g++)
+			(void)hits_at(st, r, g, false);
+	st->hits_done = true;
 }
 
 void prob_stage2_x(const prob_state *st, size_t g, float *out)
 {
 	out[0] = 1.0f;
 	out[1] = st->score[g];
-	out[2] = st->hits[g] > 0 ? log1pf(st->hits[g]) : 0.0f;
+	out[2] = st->hits[g] > 0 ? log1pf(st->hits[g] / (float)PROB_HITS_ONE) : 0.0f;
 	out[3] = (st->kind[g] & PK_HINT) ? 1.0f : 0.0f;
 	out[4] = st->pred[g] / 8.0f;
 	out[5] = st->tq[g] / 8.0f;
@@ -434,7 +638,7 @@ static inline float final_score(const prob_state *st, const prob_model *m, size_
 	const float *w = m->w2;
 	float z = w[0] + w[1] * st->score[g] + w[4] * (st->pred[g] / 8.0f) + w[5] * (st->tq[g] / 8.0f);
 	if (st->hits[g] > 0)
-		z += w[2] * log1pf(st->hits[g]);
+		z += w[2] * log1pf(st->hits[g] / (float)PROB_HITS_ONE);
 	if (st->kind[g] & PK_HINT)
 		z += w[3];
 	return z;
@@ -472,10 +676,9 @@ void prob_best_stream(prob_state *st, const prob_model *m)
 				double cont = fn;
 				if (!(st->kind[g] & PK_ENDS) && nx < e) {
 					cont = fn - m->break_penalty;
-					if (gn >= cont) {
-						cont = gn;
-						ch |= CH_FORCE_NEXT;
-					}
+					bool bind = gn >= cont;
+					ch |= (uint8_t)(bind * CH_FORCE_NEXT);
+					cont = bind ? gn : cont;
 				}
 				gi = lp + (sq_next - sq_nx) + cont;
 			}
@@ -484,9 +687,10 @@ void prob_best_stream(prob_state *st, const prob_model *m)
 			 * are starts whenever they decode. */
 			if ((st->kind[g] & PK_HINT) && gi > NEG_INF)
 				data = NEG_INF;
-			if (gi >= data)
-				ch |= CH_START;
-			F[g & 15] = gi >= data ? gi : data;
+			/* Branch-free: which way this goes is data-dependent. */
+			bool start = gi >= data;
+			ch |= (uint8_t)(start * CH_START);
+			F[g & 15] = start ? gi : data;
 			G[g & 15] = gi;
 			SQ[g & 15] = lq + sq_next;
 			st->choice[g] = ch;
@@ -527,6 +731,54 @@ static bool decode_full(const prob_state *st, const uint8_t *p, size_t avail, Zy
 	return ZYAN_SUCCESS(ZydisDecoderDecodeOperands(&st->dec, &ctx, in, ops, in->operand_count_visible));
 }
 
+/* Tokens of short instructions by their bytes: a token never depends on
+ * where the instruction is, and most listed instructions are short and
+ * repeat (push, pop, ret, mov between registers). */
+typedef struct token_memo {
+	uint64_t key; /* the instruction's bytes, little-endian */
+	uint32_t token;
+	uint8_t len; /* 0: empty */
+	bool pad;
+} token_memo;
+
+/* Length, token and padding status of the instruction at `off` of `reg`:
+ * 1 when it decodes, 0 when it does not, or an error. */
+static int token_at(const prob_state *st, token_memo *tm, const mamori_region *reg, size_t off,
+		    uint8_t *out_len, uint32_t *out_token, bool *out_pad)
+{
+	const uint8_t *p = reg->bytes + off;
+	size_t avail = reg->size - off;
+	uint8_t len = st->len[st->region_off[reg - st->b->code] + off];
+	token_memo *e = NULL;
+	uint64_t key = 0;
+
+	if (len >= 1 && len <= 8 && avail >= len) {
+		for (uint8_t i = 0; i < len; i++)
+			key |= (uint64_t)p[i] << (8 * i);
+		e = &tm[((key ^ len) * 0x9E3779B97F4A7C15u) >> (64 - st->memo_bits)];
+		if (e->len == len && e->key == key) {
+			*out_len = len;
+			*out_token = e->token;
+			*out_pad = e->pad;
+			return 1;
+		}
+	}
+	ZydisDecodedInstruction in;
+	ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+	if (!decode_full(st, p, avail, &in, ops))
+		return 0;
+	*out_len = in.length;
+	*out_token = mamori_disasm_token(&in, ops);
+	*out_pad = mamori_disasm_is_padding(&in, ops);
+	if (e && in.length == len) {
+		e->key = key;
+		e->len = len;
+		e->token = *out_token;
+		e->pad = *out_pad;
+	}
+	return 1;
+}
+
 static int push_span(mamori_vec *spans, uint64_t va, uint64_t size, bool is_code)
 {
 	if (spans->count > 0) {
@@ -548,6 +800,7 @@ static int run(const mamori_binary *b, const mamori_disasm_opts *opts, mamori_ve
 	static const mamori_disasm_opts defaults = { 0 };
 	const prob_model *m = &prob_model_builtin;
 	prob_state st;
+	token_memo *tmemo = NULL;
 	int rc;
 
 	memset(&st, 0, sizeof(st));
@@ -558,10 +811,14 @@ static int run(const mamori_binary *b, const mamori_disasm_opts *opts, mamori_ve
 	if (!opts)
 		opts = &defaults;
 	size_t max_insns = opts->max_insns ? opts->max_insns : MAMORI_DISASM_DEFAULT_MAX_INSNS;
-	if ((rc = prob_superset(&st, b, true, m)) < 0)
+	if ((rc = prob_superset(&st, b, !opts->no_symbols, m)) < 0)
 		goto done;
 	prob_hits(&st);
 	prob_best_stream(&st, m);
+	if (!(tmemo = calloc((size_t)1 << st.memo_bits, sizeof(*tmemo)))) {
+		rc = mamori_fail(MAMORI_ENOMEM, "disasm: token memo");
+		goto done;
+	}
 
 	for (size_t r = 0; r < b->n_code; r++) {
 		const mamori_region *reg = &b->code[r];
@@ -569,29 +826,28 @@ static int run(const mamori_binary *b, const mamori_disasm_opts *opts, mamori_ve
 		prob_walk w;
 		prob_walk_init(&w, &st, r);
 		while (prob_walk_next(&w, &st, &g)) {
-			ZydisDecodedInstruction in;
-			ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
 			uint64_t va = reg->va + (g - base);
-			if (!decode_full(&st, reg->bytes + (g - base), reg->size - (g - base), &in, ops)) {
-				/* Cannot happen: the DP binds only decodable offsets. Treat as data. */
+			uint8_t len;
+			uint32_t token;
+			bool pad;
+			if ((rc = token_at(&st, tmemo, reg, g - base, &len, &token, &pad)) < 0)
+				goto done;
+			if (rc == 0) /* cannot happen: the DP binds only decodable offsets */
 				continue;
-			}
 			if (spans && g > covered &&
 			    (rc = push_span(spans, reg->va + (covered - base), g - covered, false)) < 0)
 				goto done;
-			if (spans && (rc = push_span(spans, va, in.length, true)) < 0)
+			if (spans && (rc = push_span(spans, va, len, true)) < 0)
 				goto done;
-			covered = g + in.length;
-			if (!opts->keep_padding && mamori_disasm_is_padding(&in, ops))
+			covered = g + len;
+			if (!opts->keep_padding && pad)
 				continue;
 			if (insns->count >= max_insns) {
 				rc = mamori_fail(MAMORI_ELIMIT,
 						 "disasm: more than %zu instructions (max_insns)", max_insns);
 				goto done;
 			}
-			mamori_insn insn = { .va = va,
-					     .len = in.length,
-					     .token = mamori_disasm_token(&in, ops) };
+			mamori_insn insn = { .va = va, .len = len, .token = token };
 			if ((rc = mamori_vec_push(insns, &insn)) < 0)
 				goto done;
 			if (probs) {
@@ -607,6 +863,7 @@ static int run(const mamori_binary *b, const mamori_disasm_opts *opts, mamori_ve
 	}
 	rc = MAMORI_OK;
 done:
+	free(tmemo);
 	prob_state_free(&st);
 	return rc;
 }
@@ -678,6 +935,30 @@ void mamori_prob_listing_free(mamori_prob_listing *l)
 	free(l->p);
 	free(l->spans);
 	free(l);
+}
+
+/* The ids without symbols are the model's ids with "+nosym" before the
+ * decoder's suffix; built once, since the version lives in the model. */
+static char nosym_id[2][96];
+static once_flag nosym_once = ONCE_FLAG_INIT;
+
+static void make_nosym_ids(void)
+{
+	const char *ids[2] = { prob_analyzer_id, prob_analyzer_id_pad };
+	for (int i = 0; i < 2; i++) {
+		const char *sfx = strrchr(ids[i], '+');
+		int head = sfx ? (int)(sfx - ids[i]) : (int)strlen(ids[i]);
+		snprintf(nosym_id[i], sizeof(nosym_id[i]), "%.*s+nosym%s", head, ids[i], sfx ? sfx : "");
+	}
+}
+
+const char *prob_analyzer_id_of(const mamori_disasm_opts *opts)
+{
+	bool pad = opts && opts->keep_padding;
+	if (!opts || !opts->no_symbols)
+		return pad ? prob_analyzer_id_pad : prob_analyzer_id;
+	call_once(&nosym_once, make_nosym_ids);
+	return nosym_id[pad];
 }
 
 const char *mamori_disasm_model_info(void)

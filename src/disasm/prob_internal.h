@@ -4,10 +4,12 @@
  * the features the runtime computes. Not a public header.
  *
  * The pipeline over all code regions, indexed globally (region after region):
- * prob_superset() decodes at every byte; prob_stage1() scores each offset
- * from learned n-gram tables and its fall-through chain; prob_hits() lets
- * likely branches vote for their targets; prob_best_stream() gives the
- * final log-odds and picks the best non-overlapping stream.
+ * prob_superset() decodes at every byte and sets the data-flow flags;
+ * prob_stage1() scores each offset from learned n-gram tables and its
+ * fall-through chain; prob_hits() lets likely branches vote for their
+ * targets (given the model, prob_superset() does both in its own pass);
+ * prob_best_stream() gives the final log-odds and picks the best
+ * non-overlapping stream.
  */
 #ifndef MAMORI_PROB_INTERNAL_H
 #define MAMORI_PROB_INTERNAL_H
@@ -17,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mamori/base.h"
 #include "mamori/binfmt.h"
 #include "mamori/disasm.h"
 
@@ -51,43 +54,66 @@ extern const char prob_analyzer_id[];
 extern const char prob_analyzer_id_pad[];
 
 enum {
-	PK_VALID = 1,	 /* decodes */
-	PK_ENDS = 2,	 /* ret, jmp, hlt, ud*, int3, iret: no fall-through */
-	PK_BRANCH = 4,	 /* direct relative jump, jcc or call with `target` */
-	PK_PRIV = 8,	 /* privileged: never in user code */
-	PK_OUTSIDE = 16, /* direct branch whose target is not in any code region */
-	PK_POISON = 32,	 /* its fall-through chain reaches bytes that do not decode */
-	PK_HINT = 64,	 /* entry, export, function symbol, call/jmp through an import slot */
+	PK_VALID = 1,  /* decodes */
+	PK_ENDS = 2,   /* ret, jmp, hlt, ud*, int3, iret: no fall-through */
+	PK_BRANCH = 4, /* direct relative jump, jcc or call with `target` */
+	/* Privileged instructions are left to the mnemonic tables, since
+	 * Zydis's minimal mode does not flag them. */
+	PK_DEF_USED = 8,   /* writes a register that its chain reads later (not next) */
+	PK_OUTSIDE = 16,   /* direct branch whose target is not in any code region */
+	PK_DEF_NEXT = 32,  /* writes a register that the next instruction reads */
+	PK_HINT = 64,	   /* entry, export, function symbol, call/jmp through an import slot */
+	PK_DEF_DEAD = 128, /* writes a register that its chain overwrites unread */
 };
 
 #define PROB_NO_TARGET UINT32_MAX
+#define PROB_HITS_ONE  1024u /* fixed-point unit of st->hits */
+
+/* Decodes of short position-independent instructions, keyed by their
+ * first three bytes (direct-mapped): most offsets of a superset are
+ * instructions of one to three bytes, and Zydis is most of the cost. */
+#define PROB_MEMO_BITS 14 /* at most */
+typedef struct prob_memo {
+	uint32_t key; /* the first three bytes, little-endian */
+	int32_t rel;  /* displacement of a direct branch (kind has PK_BRANCH) */
+	uint16_t mnem;
+	uint16_t defs, uses; /* registers written and read */
+	uint8_t len;	     /* 0: empty */
+	uint8_t kind;	     /* PK_VALID, PK_ENDS, PK_BRANCH */
+} prob_memo;
 
 typedef struct prob_state {
 	const mamori_binary *b;
 	bool is_64;
-	ZydisDecoder dec;
-	size_t n;	    /* code bytes over all regions */
-	size_t *region_off; /* global index of each region's first byte; [n_code + 1] */
-	uint8_t *len;	    /* instruction length at each offset (0: does not decode) */
-	uint8_t *kind;	    /* PK_* */
-	uint16_t *mnem;	    /* Zydis mnemonic (0 when invalid) */
-	uint32_t *target;   /* global index of the direct target or PROB_NO_TARGET */
-	float *score;	    /* stage-1 log-odds, then the final log-odds */
-	float *hits;	    /* sum of the stage-1 probabilities of branches to here */
-	int8_t *pred;	    /* best stage-1 log-odds of an instruction falling through to here (x8) */
-	int8_t *tq;	    /* stage-1 log-odds of the target of a direct branch here (x8) */
-	uint8_t *choice;    /* best-stream decisions (prob_best_stream) */
-	uint64_t *iat;	    /* sorted import address table slots (PE) */
+	ZydisDecoder dec;     /* full decoder, for the listing */
+	ZydisDecoder dec_min; /* minimal mode, for the superset */
+	size_t n;	      /* code bytes over all regions */
+	size_t *region_off;   /* global index of each region's first byte; [n_code + 1] */
+	uint8_t *len;	      /* instruction length at each offset (0: does not decode) */
+	uint8_t *kind;	      /* PK_* */
+	uint16_t *mnem;	      /* Zydis mnemonic (0 when invalid) */
+	uint32_t *target;     /* global index of the direct target or PROB_NO_TARGET */
+	float *score;	      /* stage-1 log-odds, then the final log-odds */
+	uint32_t *hits;	      /* sum of the stage-1 probabilities of branches to here (x PROB_HITS_ONE) */
+	int8_t *pred;	      /* best stage-1 log-odds of an instruction falling through to here (x8) */
+	int8_t *tq;	      /* stage-1 log-odds of the target of a direct branch here (x8) */
+	uint8_t *choice;      /* best-stream decisions (prob_best_stream) */
+	prob_memo *memo;      /* [1 << memo_bits] */
+	unsigned memo_bits;   /* 8..PROB_MEMO_BITS, by the size of the code */
+	uint64_t *iat;	      /* sorted import address table slots (PE) */
 	size_t n_iat;
-	float softplus[1025]; /* softplus(z) for z in [-32, 32] by 1/16 */
-	float sigmoid[1025];  /* 1 / (1 + exp(-z)), same grid */
+	float softplus[1025];	  /* softplus(z) for z in [-32, 32] by 1/16 */
+	uint16_t sigmoid_q[1025]; /* PROB_HITS_ONE / (1 + exp(-z)), same grid */
+	mamori_vec pending;	  /* branches (uint32 global offsets) whose tq waits for the target */
+	bool hits_done;		  /* prob_hits() done (in prob_superset() when given a model) */
 } prob_state;
 
 /* Allocate and superset-decode the code of `b` (borrowed; must outlive the
  * state). Hints come from the entry point, exports and calls or jumps
  * through import slots, and from function symbols when `use_symbols`.
- * With a model `m`, stage 1 is done in the same pass (the same as
- * prob_stage1(st, m, NULL) afterwards). MAMORI_ELIMIT past
+ * With a model `m`, stage 1 and the votes are done in the same pass (the
+ * same as prob_stage1(st, m, NULL) and prob_hits(st) afterwards; the
+ * latter then does nothing). MAMORI_ELIMIT past
  * MAMORI_DISASM_PROB_MAX_CODE. */
 int prob_superset(prob_state *st, const mamori_binary *b, bool use_symbols, const prob_model *m);
 void prob_state_free(prob_state *st);
@@ -118,6 +144,11 @@ typedef struct prob_walk {
 } prob_walk;
 void prob_walk_init(prob_walk *w, const prob_state *st, size_t region);
 bool prob_walk_next(prob_walk *w, const prob_state *st, size_t *out_g);
+
+/* Analyzer id of the probabilistic method with `opts` (NULL: defaults):
+ * prob_analyzer_id, with "+pad" for keep_padding and "+nosym" for
+ * no_symbols, e.g. "prob-v2+pad+nosym+zydis4". Static string. */
+const char *prob_analyzer_id_of(const mamori_disasm_opts *opts);
 
 /* Called by mamori_disasm() for MAMORI_DISASM_PROBABILISTIC. */
 int prob_disasm_listing(mamori_listing **out, const mamori_binary *b, const mamori_disasm_opts *opts);

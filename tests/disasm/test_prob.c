@@ -144,6 +144,42 @@ static void test_code_after_inline_data(void **state)
 	mamori_prob_listing_free(l);
 }
 
+/* no_symbols: function symbols stop counting, the entry point does not,
+ * and the listing is the one of the same code without symbols. */
+static void test_no_symbols(void **state)
+{
+	(void)state;
+	/* f1 (entry): push rbp; mov rbp, rsp; pop rbp; ret; then text with a
+	 * function symbol at its 'H' (a REX prefix that decodes). */
+	static const char text[] = "Hello, this is a string between two functions!!";
+	uint8_t code[64];
+	const uint8_t f1[] = { 0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3 };
+	memcpy(code, f1, sizeof(f1));
+	memcpy(code + sizeof(f1), text, 48);
+	size_t n = sizeof(f1) + 48;
+	mamori_region r;
+	mamori_binary b = fake_binary(&r, code, n, true);
+	mamori_symbol sym = { .name = (char *)"f2", .va = 0x1000 + sizeof(f1), .is_func = true };
+	mamori_prob_listing *bare = NULL, *with = NULL, *without = NULL;
+	mamori_disasm_opts nosym = prob_opts;
+	nosym.no_symbols = true;
+
+	assert_int_equal(mamori_disasm_prob(&bare, &b, &prob_opts), MAMORI_OK);
+	b.symbols = &sym;
+	b.n_symbols = 1;
+	assert_int_equal(mamori_disasm_prob(&with, &b, &prob_opts), MAMORI_OK);
+	assert_int_equal(mamori_disasm_prob(&without, &b, &nosym), MAMORI_OK);
+	assert_well_formed(&b, without);
+	assert_true(has_start(with, sym.va));
+	assert_true(has_start(without, 0x1000));
+	assert_int_equal(without->count, bare->count);
+	assert_true(same_insns(without->insns, bare->insns, bare->count));
+	assert_false(with->count == bare->count && same_insns(with->insns, bare->insns, bare->count));
+	mamori_prob_listing_free(bare);
+	mamori_prob_listing_free(with);
+	mamori_prob_listing_free(without);
+}
+
 static void test_listing_matches_disasm(void **state)
 {
 	(void)state;
@@ -348,6 +384,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_code_after_inline_data),
 		cmocka_unit_test(test_listing_matches_disasm),
+		cmocka_unit_test(test_no_symbols),
 		cmocka_unit_test(test_hostile_regions),
 		cmocka_unit_test(test_fixtures_agree_with_traversal),
 	};
