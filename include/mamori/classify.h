@@ -56,7 +56,7 @@ typedef enum {
 	MAMORI_VIEW_MNEMONIC
 } mamori_view;
 #define MAMORI_CLASSIFY_DEFAULT_VIEW   MAMORI_VIEW_MNEMONIC
-#define MAMORI_CLASSIFY_DEFAULT_DISASM MAMORI_DISASM_TRAVERSAL
+#define MAMORI_CLASSIFY_DEFAULT_DISASM MAMORI_DISASM_PROBABILISTIC
 const char *mamori_view_name(mamori_view v);
 int mamori_view_parse(mamori_view *out, const char *s);
 
