@@ -8,6 +8,9 @@
  * with an error naming what is wrong, instead of being half-understood.
  * The parsed binary borrows the caller's bytes: the buffer must outlive it.
  *
+ * Relocations are read only for the code addresses they point at (at
+ * most 4 Mi entries; a bad relocation table is refused like any other).
+ *
  * Executable regions: PE takes every section with IMAGE_SCN_MEM_EXECUTE or
  * IMAGE_SCN_CNT_CODE; ELF takes the SHF_ALLOC|SHF_EXECINSTR sections when
  * the file has section headers, and the PT_LOAD segments with PF_X
@@ -105,6 +108,17 @@ typedef struct mamori_binary {
 	char imphash[33]; /**< pefile-compatible MD5 imphash; "" when no imports */
 	const uint8_t *data;
 	size_t size;
+	/** VAs that a relocation applied outside the code regions makes
+	 *  point into a code region (function pointers, vtable slots,
+	 *  callbacks in data; relocations inside code are left out, since
+	 *  they point at data embedded in code as often as at code), sorted
+	 *  and deduplicated.
+	 *  PE: HIGHLOW/DIR64 base relocations, the stored pointer being the
+	 *  target. ELF (with section headers): R_386_RELATIVE and
+	 *  R_X86_64_RELATIVE, and R_386_32 / R_X86_64_64 against defined
+	 *  symbols, in SHF_ALLOC relocation sections. */
+	uint64_t *reloc_targets;
+	size_t n_reloc_targets;
 } mamori_binary;
 
 /** The default limits (what a NULL `lim` means). */

@@ -137,7 +137,7 @@ int mamori_disasm_prob(mamori_prob_listing **out, const struct mamori_binary *b,
 void mamori_prob_listing_free(mamori_prob_listing *l);
 
 /** Version and training set of the embedded model, e.g.
- *  "prob-v2 (trained on corpus/disasm-truth/manifest.csv, 192 files)". Static string. */
+ *  "prob-v3 (trained on corpus/disasm-truth/manifest.csv, 192 files)". Static string. */
 const char *mamori_disasm_model_info(void);
 
 /**

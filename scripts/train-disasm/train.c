@@ -425,7 +425,7 @@ static void write_table(FILE *f, const char *name, const int16_t *t, size_t n)
 
 int main(int argc, char **argv)
 {
-	const char *version = "prob-v2", *out_path = NULL, *manifest = NULL;
+	const char *version = "prob-v3", *out_path = NULL, *manifest = NULL;
 	bool self = false, eval = false;
 	item *items = NULL;
 	size_t n_items = 0;

@@ -68,6 +68,7 @@ static void impl_free_vectors(binfmt_impl *b)
 	mamori_vec_free(&b->exports);
 	mamori_vec_free(&b->symbols);
 	mamori_vec_free(&b->code);
+	mamori_vec_free(&b->relocs);
 }
 
 void mamori_binary_free(mamori_binary *pub)
@@ -90,6 +91,7 @@ void mamori_binary_free(mamori_binary *pub)
 	free(pub->exports);
 	free(pub->symbols);
 	free(pub->code);
+	free(pub->reloc_targets);
 	impl_free_vectors(b);
 	free(b->map);
 	free(b);
@@ -123,6 +125,7 @@ int binfmt_impl_new(binfmt_impl **out, const uint8_t *data, size_t size, const m
 	mamori_vec_init(&b->symbols, sizeof(mamori_symbol), b->lim.max_symbols);
 	/* Regions come from sections or segments, both bounded by max_sections. */
 	mamori_vec_init(&b->code, sizeof(mamori_region), b->lim.max_sections);
+	mamori_vec_init(&b->relocs, sizeof(binfmt_reloc), BINFMT_MAX_RELOCS);
 	*out = b;
 	return MAMORI_OK;
 }
@@ -166,6 +169,63 @@ static void regions_normalise(mamori_region *r, size_t *n)
 	*n = w;
 }
 
+static int u64_cmp(const void *pa, const void *pb)
+{
+	uint64_t a = *(const uint64_t *)pa, c = *(const uint64_t *)pb;
+	return (a > c) - (a < c);
+}
+
+/* Is `va` inside one of the sorted, disjoint code regions? */
+static bool in_code(const mamori_binary *p, uint64_t va)
+{
+	size_t lo = 0, hi = p->n_code;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (p->code[mid].va <= va)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo > 0 && va - p->code[lo - 1].va < p->code[lo - 1].size;
+}
+
+int binfmt_add_reloc(binfmt_impl *b, uint64_t site, uint64_t target)
+{
+	binfmt_reloc r = { site, target };
+	return mamori_vec_push(&b->relocs, &r);
+}
+
+/* Keep the targets inside code of relocations applied outside code,
+ * sorted and unique. A relocation inside code is an instruction's address
+ * operand or a table in the code, which points at data embedded in the
+ * code about as often as at code (on the disassembly ground truth, taking
+ * them lowered the precision on code with data); a pointer stored in data
+ * that points into code is a function pointer, a vtable slot or a
+ * callback. */
+static void relocs_finish(binfmt_impl *b)
+{
+	mamori_binary *p = &b->pub;
+	size_t n = 0;
+	binfmt_reloc *r = mamori_vec_steal(&b->relocs, &n);
+	uint64_t *t = (uint64_t *)r;
+	size_t w = 0;
+	for (size_t i = 0; i < n; i++)
+		if (in_code(p, r[i].target) && !in_code(p, r[i].site))
+			t[w++] = r[i].target;
+	if (w)
+		qsort(t, w, sizeof(*t), u64_cmp);
+	size_t u = 0;
+	for (size_t i = 0; i < w; i++)
+		if (u == 0 || t[i] != t[u - 1])
+			t[u++] = t[i];
+	if (u == 0) {
+		free(t);
+		t = NULL;
+	}
+	p->reloc_targets = t;
+	p->n_reloc_targets = u;
+}
+
 int binfmt_impl_finish(binfmt_impl *b)
 {
 	mamori_binary *p = &b->pub;
@@ -175,6 +235,7 @@ int binfmt_impl_finish(binfmt_impl *b)
 	p->symbols = mamori_vec_steal(&b->symbols, &p->n_symbols);
 	p->code = mamori_vec_steal(&b->code, &p->n_code);
 	regions_normalise(p->code, &p->n_code);
+	relocs_finish(b);
 	return binfmt_imphash(b);
 }
 
@@ -420,6 +481,7 @@ json_t *mamori_binary_to_json(const mamori_binary *b)
 	bad |= json_object_set_new(root, "timestamp", json_integer(b->timestamp));
 	bad |= json_object_set_new(root, "is_dll", json_boolean(b->is_dll));
 	bad |= json_object_set_new(root, "imphash", json_string(b->imphash));
+	bad |= json_object_set_new(root, "reloc_targets_in_code", mamori_json_u64(b->n_reloc_targets));
 	for (size_t i = 0; i < b->n_sections; i++) {
 		const mamori_section *s = &b->sections[i];
 		char f[4];

@@ -27,7 +27,21 @@ typedef struct binfmt_impl {
 	 * long string, so the per-name limit alone does not bound memory. */
 	uint64_t string_bytes;
 	mamori_vec sections, imports, exports, symbols, code;
+	/* Targets of relocations, anywhere: kept to those in code and
+	 * sorted by binfmt_impl_finish(). */
+	mamori_vec relocs;
 } binfmt_impl;
+
+/** Where a relocation is applied and the address it makes it point at. */
+typedef struct binfmt_reloc {
+	uint64_t site, target;
+} binfmt_reloc;
+
+/** Record a relocation (MAMORI_ELIMIT past BINFMT_MAX_RELOCS). */
+int binfmt_add_reloc(binfmt_impl *b, uint64_t site, uint64_t target);
+
+/** Most relocation entries one binary may have (all tables together). */
+#define BINFMT_MAX_RELOCS ((size_t)4 << 20)
 
 /** Most bytes of names one binary may hold (all strings together). */
 #define BINFMT_STRING_BUDGET ((uint64_t)64 << 20)

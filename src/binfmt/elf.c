@@ -16,6 +16,14 @@
  * PF_X segments), and unnamed or unresolvable sections (section names are
  * cosmetic). Imports and exports of ELF are not modelled here: dynamic
  * symbols appear in `symbols` when there is no .symtab.
+ *
+ * Relocations are read only for where they point, from SHF_ALLOC SHT_REL
+ * and SHT_RELA sections (so not in files without section headers):
+ * RELATIVE ones (image base 0, the value being the addend or, for REL,
+ * the stored word) and R_386_32 / R_X86_64_64 against a defined symbol of
+ * the linked table. A table with a bad entry size is refused, as are more
+ * than BINFMT_MAX_RELOCS entries; entries whose site or symbol is not in
+ * the file are skipped.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +39,8 @@
 #define PF_X	      1
 #define SHT_SYMTAB    2
 #define SHT_STRTAB    3
+#define SHT_RELA      4
+#define SHT_REL	      9
 #define SHT_NOBITS    8
 #define SHT_DYNSYM    11
 #define SHF_WRITE     0x1
@@ -43,6 +53,8 @@
 #define STT_NOTYPE    0
 #define STT_OBJECT    1
 #define STT_FUNC      2
+#define R_ABS	      1 /* R_386_32, R_X86_64_64 */
+#define R_RELATIVE    8 /* R_386_RELATIVE, R_X86_64_RELATIVE */
 
 typedef struct elf_shdr {
 	uint32_t name, type, link;
@@ -495,6 +507,108 @@ static int elf_read_symbols(elf_ctx *c)
 	return MAMORI_OK;
 }
 
+/* The word stored at `va` in the file (the implicit addend of a REL entry). */
+static bool elf_word_at(const elf_ctx *c, uint64_t va, uint64_t *out)
+{
+	ptrdiff_t m = binfmt_map_find(c->b, va);
+	unsigned w = c->is64 ? 8 : 4;
+	if (m < 0)
+		return false;
+	const binfmt_map *seg = &c->b->map[m];
+	uint64_t delta = va - seg->va;
+	if (delta >= seg->file_size || seg->file_size - delta < w)
+		return false;
+	mamori_cursor cur;
+	if (mamori_cursor_sub(&cur, &c->file, seg->file_off + delta, w) < 0)
+		return false;
+	return elf_read_addr(&cur, c->is64, out) == MAMORI_OK;
+}
+
+/* The value of defined symbol `idx` of symbol table section `tab`. */
+static bool elf_sym_value(const elf_ctx *c, uint32_t tab, uint64_t idx, uint64_t *out)
+{
+	if (tab == 0 || tab >= c->shnum)
+		return false;
+	const elf_shdr *st = &c->sh[tab];
+	uint64_t entsize = c->is64 ? 24 : 16;
+	if ((st->type != SHT_SYMTAB && st->type != SHT_DYNSYM) || st->entsize != entsize || idx == 0 ||
+	    idx >= st->size / entsize)
+		return false;
+	mamori_cursor cur;
+	uint16_t shndx;
+	if (mamori_cursor_sub(&cur, &c->file, st->offset + idx * entsize, entsize) < 0)
+		return false;
+	if (c->is64) {
+		(void)mamori_cursor_seek(&cur, 6);
+		(void)mamori_read_u16le(&cur, &shndx);
+		(void)mamori_read_u64le(&cur, out);
+	} else {
+		uint32_t v32;
+		(void)mamori_cursor_seek(&cur, 4);
+		(void)mamori_read_u32le(&cur, &v32);
+		(void)mamori_cursor_seek(&cur, 14);
+		(void)mamori_read_u16le(&cur, &shndx);
+		*out = v32;
+	}
+	return shndx != SHN_UNDEF && shndx < SHN_LORESERVE;
+}
+
+static int elf_read_relocs(elf_ctx *c)
+{
+	binfmt_impl *b = c->b;
+	uint64_t n_entries = 0;
+	int err;
+
+	for (uint32_t i = 1; i < c->shnum; i++) {
+		const elf_shdr *s = &c->sh[i];
+		if ((s->type != SHT_REL && s->type != SHT_RELA) || !(s->flags & SHF_ALLOC) || !s->size)
+			continue;
+		bool rela = s->type == SHT_RELA;
+		uint64_t entsize = (c->is64 ? 8 : 4) * (rela ? 3 : 2);
+		if (s->entsize != entsize || s->size % entsize)
+			return mamori_fail(MAMORI_EFORMAT,
+					   "ELF: relocation section %u '%s' entry size %llu / size %llu do "
+					   "not fit %llu-byte entries",
+					   i, elf_section_name(c, i), (unsigned long long)s->entsize,
+					   (unsigned long long)s->size, (unsigned long long)entsize);
+		n_entries += s->size / entsize;
+		if (n_entries > BINFMT_MAX_RELOCS)
+			return mamori_fail(MAMORI_ELIMIT, "ELF: more than %zu relocations",
+					   (size_t)BINFMT_MAX_RELOCS);
+		/* The contents were checked against the file size with the sections. */
+		mamori_cursor cur;
+		if (mamori_cursor_sub(&cur, &c->file, s->offset, s->size) < 0)
+			return mamori_fail(MAMORI_ETRUNC,
+					   "ELF: relocation section %u runs past the end of the file", i);
+		for (uint64_t k = 0; k < s->size / entsize; k++) {
+			uint64_t where, info, addend = 0, type, sym, v;
+			(void)elf_read_addr(&cur, c->is64, &where);
+			(void)elf_read_addr(&cur, c->is64, &info);
+			if (rela)
+				(void)elf_read_addr(&cur, c->is64, &addend);
+			type = c->is64 ? (info & 0xffffffffu) : (info & 0xff);
+			sym = c->is64 ? info >> 32 : info >> 8;
+			if (type != R_RELATIVE && type != R_ABS)
+				continue;
+			if (!rela && !elf_word_at(c, where, &addend))
+				continue;
+			if (type == R_RELATIVE) {
+				v = addend;
+			} else {
+				uint64_t base;
+				if (!elf_sym_value(c, s->link, sym, &base))
+					continue;
+				v = base + addend;
+			}
+			if (!c->is64)
+				v &= 0xffffffffu;
+			if ((err = binfmt_add_reloc(b, where, v)) < 0)
+				return err;
+		}
+	}
+	return MAMORI_OK;
+}
+
 int binfmt_elf_parse(binfmt_impl *b)
 {
 	elf_ctx c = { .b = b };
@@ -508,6 +622,8 @@ int binfmt_elf_parse(binfmt_impl *b)
 	if ((err = elf_read_sections(&c)) < 0)
 		goto done;
 	if ((err = elf_read_symbols(&c)) < 0)
+		goto done;
+	if ((err = elf_read_relocs(&c)) < 0)
 		goto done;
 done:
 	free(c.sh);

@@ -15,7 +15,12 @@
  * VirtualSize of 0 (SizeOfRawData is used, as Windows does), long "/N"
  * section names that cannot be resolved (kept as written), export aliases
  * (only the first name of a function is kept), and anything after the last
- * section (overlay). Delay imports, resources and relocations are not read.
+ * section (overlay). Delay imports and resources are not read.
+ *
+ * Base relocations are read only for where they point: a block cut short
+ * or longer than the directory is refused, as are more than
+ * BINFMT_MAX_RELOCS entries; a fixup whose bytes are not in the file
+ * (a pointer in uninitialised data) is skipped.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +39,9 @@
 #define PE_SCN_MEM_WRITE      0x80000000u
 #define PE_DIR_EXPORT	      0
 #define PE_DIR_IMPORT	      1
+#define PE_DIR_BASERELOC      5
+#define PE_REL_HIGHLOW	      3
+#define PE_REL_DIR64	      10
 #define PE_MAX_DIRS	      16
 #define PE_SECTION_HDR_SIZE   40
 #define PE_SYMBOL_SIZE	      18
@@ -703,6 +711,69 @@ done:
 	return err;
 }
 
+/* The base relocation directory: blocks of 16-bit entries for one 4 KiB
+ * page each. The pointer stored at a HIGHLOW/DIR64 fixup is an absolute
+ * VA for the preferred ImageBase, so it is the target as it stands. */
+static int pe_read_relocs(pe_ctx *c)
+{
+	binfmt_impl *b = c->b;
+	uint32_t dir_rva = c->n_dirs > PE_DIR_BASERELOC ? c->dir_rva[PE_DIR_BASERELOC] : 0;
+	uint32_t dir_size = c->n_dirs > PE_DIR_BASERELOC ? c->dir_size[PE_DIR_BASERELOC] : 0;
+	unsigned want = c->plus ? PE_REL_DIR64 : PE_REL_HIGHLOW;
+	unsigned psize = c->plus ? 8 : 4;
+	uint64_t n_entries = 0;
+	mamori_cursor dir;
+	int err;
+
+	if (!dir_rva || !dir_size)
+		return MAMORI_OK;
+	if ((err = pe_table_at(&dir, c, dir_rva, dir_size, "base relocation directory")) < 0)
+		return err;
+	for (uint64_t at = 0; at + 8 <= dir_size;) {
+		uint32_t page, bsize;
+		(void)mamori_cursor_seek(&dir, at);
+		(void)mamori_read_u32le(&dir, &page);
+		(void)mamori_read_u32le(&dir, &bsize);
+		if (bsize == 0 && page == 0)
+			break; /* zero padding after the last block */
+		if (bsize < 8 || bsize % 2 || bsize > dir_size - at)
+			return mamori_fail(MAMORI_EFORMAT,
+					   "PE: base relocation block at RVA 0x%llx has size %u (directory "
+					   "has %llu bytes left)",
+					   (unsigned long long)dir_rva + at, bsize,
+					   (unsigned long long)(dir_size - at));
+		n_entries += (bsize - 8) / 2;
+		if (n_entries > BINFMT_MAX_RELOCS)
+			return mamori_fail(MAMORI_ELIMIT, "PE: more than %zu base relocations",
+					   (size_t)BINFMT_MAX_RELOCS);
+		for (uint32_t k = 0; k < (bsize - 8) / 2; k++) {
+			uint16_t e;
+			uint64_t off, avail, v;
+			(void)mamori_read_u16le(&dir, &e);
+			if ((unsigned)(e >> 12) != want)
+				continue;
+			uint64_t site = (uint64_t)page + (e & 0xfff);
+			if (site > UINT32_MAX || !pe_rva_to_off(c, (uint32_t)site, &off, &avail) ||
+			    avail < psize)
+				continue;
+			mamori_cursor pc;
+			if (mamori_cursor_sub(&pc, &c->file, off, psize) < 0)
+				continue;
+			if (c->plus) {
+				(void)mamori_read_u64le(&pc, &v);
+			} else {
+				uint32_t v32;
+				(void)mamori_read_u32le(&pc, &v32);
+				v = v32;
+			}
+			if ((err = binfmt_add_reloc(b, c->image_base + site, v)) < 0)
+				return err;
+		}
+		at += bsize;
+	}
+	return MAMORI_OK;
+}
+
 int binfmt_pe_parse(binfmt_impl *b)
 {
 	pe_ctx c = { .b = b };
@@ -721,6 +792,8 @@ int binfmt_pe_parse(binfmt_impl *b)
 	if ((err = pe_read_imports(&c)) < 0)
 		goto done;
 	if ((err = pe_read_symbols(&c)) < 0)
+		goto done;
+	if ((err = pe_read_relocs(&c)) < 0)
 		goto done;
 done:
 	free(c.secs);

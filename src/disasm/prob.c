@@ -14,7 +14,10 @@
  * of the best instruction falling through to the offset and of a branch's
  * target, and the format's hints (entry, exports, function symbols unless
  * no_symbols, `call`/`jmp` through an import slot; the best stream always
- * starts an instruction at a hint that decodes).
+ * starts an instruction at a hint that decodes). Targets of relocations
+ * stored outside the code (mamori_binary.reloc_targets; kept even with
+ * no_symbols, as they are not symbols) are starts whenever they decode
+ * too, but are not a stage-2 feature.
  * The data-flow flags come from a backward liveness pass over the chain,
  * with the registers each common integer opcode reads and writes taken
  * from its raw encoding: an instruction whose result the next instruction
@@ -34,7 +37,7 @@
  * cost, so the superset decodes in Zydis's minimal mode and remembers
  * short position-independent instructions by their bytes (prob_memo), and
  * the listing remembers tokens the same way; branch votes are added up in
- * the decoding pass. Relocations are not used yet, and the registers of
+ * the decoding pass. The registers of
  * rarer opcodes (SSE, string, shifts) are not modelled.
  */
 #include <math.h>
@@ -170,6 +173,17 @@ static void mark_hint(prob_state *st, uint64_t va)
 	size_t g;
 	if (global_index(st, va, &g))
 		st->kind[g] |= PK_HINT;
+}
+
+/* Relocation targets are kept apart from PK_HINT: as a stage-2 feature
+ * they made the model trade recall for precision on data in code, while
+ * as forced starts alone they only add recall (disasm-eval on the ground
+ * truth). */
+static void mark_reloc(prob_state *st, uint64_t va)
+{
+	size_t g;
+	if (global_index(st, va, &g))
+		st->reloc[g >> 3] |= (uint8_t)(1u << (g & 7));
 }
 
 static int check_regions(const mamori_binary *b, size_t *out_total)
@@ -405,13 +419,14 @@ int prob_superset(prob_state *st, const mamori_binary *b, bool use_symbols, cons
 	mamori_vec_init(&st->pending, sizeof(uint32_t), SIZE_MAX / sizeof(uint32_t));
 	st->tq = calloc(n1, 1);
 	st->choice = calloc(n1, 1);
+	st->reloc = calloc(n1 / 8 + 1, 1);
 	/* Small code needs a small memo: zeroing it is a fixed cost per call. */
 	st->memo_bits = 8;
 	while (st->memo_bits < PROB_MEMO_BITS && ((size_t)1 << (st->memo_bits + 2)) < total)
 		st->memo_bits++;
 	st->memo = calloc((size_t)1 << st->memo_bits, sizeof(*st->memo));
 	if (!st->region_off || !st->len || !st->kind || !st->mnem || !st->target || !st->score || !st->hits ||
-	    !st->pred || !st->tq || !st->choice || !st->memo)
+	    !st->pred || !st->tq || !st->choice || !st->reloc || !st->memo)
 		return mamori_fail(MAMORI_ENOMEM, "disasm: state of %zu code bytes", total);
 	size_t at = 0;
 	for (size_t r = 0; r < b->n_code; r++) {
@@ -448,6 +463,9 @@ int prob_superset(prob_state *st, const mamori_binary *b, bool use_symbols, cons
 	for (size_t i = 0; i < b->n_exports; i++)
 		if (!b->exports[i].forwarder && b->exports[i].va)
 			mark_hint(st, b->exports[i].va);
+	/* Relocations are not symbols: they stay with no_symbols. */
+	for (size_t i = 0; i < b->n_reloc_targets && b->reloc_targets; i++)
+		mark_reloc(st, b->reloc_targets[i]);
 	if (use_symbols)
 		for (size_t i = 0; i < b->n_symbols; i++)
 			if (b->symbols[i].is_func)
@@ -470,6 +488,7 @@ void prob_state_free(prob_state *st)
 	free(st->iat);
 	free(st->tq);
 	free(st->choice);
+	free(st->reloc);
 	free(st->memo);
 	mamori_vec_free(&st->pending);
 	memset(st, 0, sizeof(*st));
@@ -683,9 +702,9 @@ void prob_best_stream(prob_state *st, const prob_model *m)
 				gi = lp + (sq_next - sq_nx) + cont;
 			}
 			double data = lq + f_next - m->data_penalty;
-			/* The format's hints (entry, exports, function symbols)
-			 * are starts whenever they decode. */
-			if ((st->kind[g] & PK_HINT) && gi > NEG_INF)
+			/* The format's hints (entry, exports, function symbols,
+			 * relocation targets) are starts whenever they decode. */
+			if (((st->kind[g] & PK_HINT) || ((st->reloc[g >> 3] >> (g & 7)) & 1)) && gi > NEG_INF)
 				data = NEG_INF;
 			/* Branch-free: which way this goes is data-dependent. */
 			bool start = gi >= data;

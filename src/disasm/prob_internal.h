@@ -98,6 +98,7 @@ typedef struct prob_state {
 	int8_t *pred;	      /* best stage-1 log-odds of an instruction falling through to here (x8) */
 	int8_t *tq;	      /* stage-1 log-odds of the target of a direct branch here (x8) */
 	uint8_t *choice;      /* best-stream decisions (prob_best_stream) */
+	uint8_t *reloc;	      /* bitmap of relocation targets (bit g & 7 of byte g >> 3) */
 	prob_memo *memo;      /* [1 << memo_bits] */
 	unsigned memo_bits;   /* 8..PROB_MEMO_BITS, by the size of the code */
 	uint64_t *iat;	      /* sorted import address table slots (PE) */
@@ -147,7 +148,7 @@ bool prob_walk_next(prob_walk *w, const prob_state *st, size_t *out_g);
 
 /* Analyzer id of the probabilistic method with `opts` (NULL: defaults):
  * prob_analyzer_id, with "+pad" for keep_padding and "+nosym" for
- * no_symbols, e.g. "prob-v2+pad+nosym+zydis4". Static string. */
+ * no_symbols, e.g. "prob-v3+pad+nosym+zydis4". Static string. */
 const char *prob_analyzer_id_of(const mamori_disasm_opts *opts);
 
 /* Called by mamori_disasm() for MAMORI_DISASM_PROBABILISTIC. */

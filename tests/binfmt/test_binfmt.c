@@ -85,6 +85,14 @@ static const mamori_symbol *find_symbol(const mamori_binary *b, const char *name
 	return NULL;
 }
 
+static bool has_reloc_target(const mamori_binary *b, uint64_t va)
+{
+	for (size_t i = 0; i < b->n_reloc_targets; i++)
+		if (b->reloc_targets[i] == va)
+			return true;
+	return false;
+}
+
 static size_t count_imports_from(const mamori_binary *b, const char *dll)
 {
 	size_t n = 0;
@@ -125,11 +133,24 @@ static void check_consistent_json(const mamori_binary *b, bool with_json)
 	for (size_t i = 0; i < b->n_symbols; i++)
 		assert_non_null(b->symbols[i].name);
 	assert_true(strlen(b->imphash) == (b->n_imports ? 32u : 0u));
+	assert_true(!b->n_reloc_targets || b->reloc_targets);
+	for (size_t i = 0; i < b->n_reloc_targets; i++) {
+		const uint8_t *p;
+		size_t len;
+		if (i > 0)
+			assert_true(b->reloc_targets[i - 1] < b->reloc_targets[i]);
+		bool in = false;
+		for (size_t k = 0; k < b->n_code && !in; k++)
+			in = b->reloc_targets[i] - b->code[k].va < b->code[k].size;
+		assert_true(in);
+		assert_int_equal(mamori_binary_va_bytes(b, b->reloc_targets[i], &p, &len), MAMORI_OK);
+	}
 	if (!with_json)
 		return;
 	json_t *j = mamori_binary_to_json(b);
 	assert_non_null(j);
 	assert_int_equal(json_array_size(json_object_get(j, "sections")), b->n_sections);
+	assert_int_equal(json_integer_value(json_object_get(j, "reloc_targets_in_code")), b->n_reloc_targets);
 	json_decref(j);
 }
 
@@ -304,6 +325,12 @@ static void test_pe64_dll(void **state)
 	assert_int_equal(b->exports[1].va, b->image_base + 0x13f3);
 	assert_int_equal(b->n_imports, 22);
 	assert_string_equal(b->imphash, "df00652ad3e78ba777ba702462655cf8");
+	/* DIR64 relocations of the CRT's pointer tables (objdump -p: .reloc),
+	 * e.g. the TLS callback and the __xi_a initialiser in .rdata/.CRT. */
+	assert_int_equal(b->n_reloc_targets, 9);
+	assert_true(has_reloc_target(b, find_symbol(b, "pre_c_init")->va));
+	assert_true(has_reloc_target(b, find_symbol(b, "__dyn_tls_init")->va));
+	assert_false(has_reloc_target(b, b->exports[0].va));
 	mamori_binary_free(b);
 	free(f.data);
 }
@@ -321,6 +348,14 @@ static void test_pe32_dll(void **state)
 	assert_string_equal(b->exports[0].name, "fixture_export_add");
 	assert_int_equal(b->n_imports, 26);
 	assert_string_equal(b->imphash, "9d1684f5e4e000def639ebe9a2345431");
+	/* HIGHLOW relocations: CRT pointer tables and classify_char's jump
+	 * table in .rdata, whose first case label is 0x664414c3. */
+	assert_int_equal(b->n_reloc_targets, 15);
+	assert_true(has_reloc_target(b, find_symbol(b, "_pre_c_init")->va));
+	assert_true(has_reloc_target(b, 0x664414c3));
+	const mamori_symbol *cc = find_symbol(b, "_classify_char");
+	assert_non_null(cc);
+	assert_true(0x664414c3 > cc->va && 0x664414c3 - cc->va < 0x100);
 	mamori_binary_free(b);
 	free(f.data);
 }
@@ -363,6 +398,10 @@ static void test_elf64(void **state)
 	size_t len;
 	assert_int_equal(mamori_binary_va_bytes(b, 0x1060, &p, &len), MAMORI_OK);
 	assert_ptr_equal(p, f.data + 0x1060);
+	/* R_X86_64_RELATIVE in .rela.dyn: .init_array and .fini_array. */
+	assert_int_equal(b->n_reloc_targets, 2);
+	assert_true(has_reloc_target(b, find_symbol(b, "frame_dummy")->va));
+	assert_true(has_reloc_target(b, find_symbol(b, "__do_global_dtors_aux")->va));
 	mamori_binary_free(b);
 	free(f.data);
 }
@@ -576,6 +615,49 @@ static void test_pe_corruptions(void **state)
 
 /* Rewrite the first import thunk (ILT and IAT) to import ordinal 5: the
  * import shows no name and imphash uses "ord5". */
+/* A base relocation block of a bad size is refused, not half-read. */
+static void test_pe_reloc_corruptions(void **state)
+{
+	(void)state;
+	fixture f = load("pe64.dll");
+	pe_layout l = pe_layout_of(f.data);
+	mamori_binary *b = parse_ok(&f);
+	uint32_t rva = rd32(f.data + l.opt + 112 + 5 * 8);
+	uint32_t size = rd32(f.data + l.opt + 112 + 5 * 8 + 4);
+	size_t off = 0;
+	assert_true(rva && size >= 8);
+	for (size_t i = 0; i < b->n_sections; i++) {
+		const mamori_section *s = &b->sections[i];
+		if (b->image_base + rva >= s->va && b->image_base + rva - s->va < s->raw_size)
+			off = (size_t)(s->raw_off + (b->image_base + rva - s->va));
+	}
+	mamori_binary_free(b);
+	assert_true(off > 0 && off + 8 <= f.size);
+	uint8_t *c = copy_of(f.data, f.size);
+
+	wr32(c + off + 4, 7); /* shorter than its header */
+	expect_error(c, f.size, MAMORI_EFORMAT);
+	memcpy(c, f.data, f.size);
+
+	wr32(c + off + 4, size + 2); /* longer than the directory */
+	expect_error(c, f.size, MAMORI_EFORMAT);
+	memcpy(c, f.data, f.size);
+
+	wr32(c + off + 4, 9); /* odd */
+	expect_error(c, f.size, MAMORI_EFORMAT);
+	memcpy(c, f.data, f.size);
+
+	/* A fixup of another type is ignored: one target fewer or the same. */
+	wr16(c + off + 8, 0);
+	b = NULL;
+	assert_int_equal(mamori_binary_parse(&b, c, f.size, NULL), MAMORI_OK);
+	check_consistent(b);
+	assert_true(b->n_reloc_targets <= 9);
+	mamori_binary_free(b);
+	free(c);
+	free(f.data);
+}
+
 static void test_pe_import_by_ordinal(void **state)
 {
 	(void)state;
@@ -661,6 +743,20 @@ static void test_elf_corruptions(void **state)
 	expect_error(c, f.size, MAMORI_EFORMAT);
 	memcpy(c, f.data, f.size);
 
+	/* .rela.dyn with a bad entry size. */
+	bool rela_seen = false;
+	for (uint16_t i = 1; i < rd16(f.data + 60); i++) {
+		uint8_t *sh = c + shoff + (size_t)i * 64;
+		if (rd32(sh + 4) == 4 /* SHT_RELA */ && (sh[8] & 2) /* SHF_ALLOC */) {
+			wr32(sh + 56, 23);
+			rela_seen = true;
+			break;
+		}
+	}
+	assert_true(rela_seen);
+	expect_error(c, f.size, MAMORI_EFORMAT);
+	memcpy(c, f.data, f.size);
+
 	wr32(c + 0x18, 0x7fff0000); /* entry outside every PT_LOAD */
 	expect_error(c, f.size, MAMORI_EFORMAT);
 	memcpy(c, f.data, f.size);
@@ -727,13 +823,21 @@ static void test_not_a_binary(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_pe64_exe),	cmocka_unit_test(test_pe64_stripped),
-		cmocka_unit_test(test_pe32_exe),	cmocka_unit_test(test_pe64_dll),
-		cmocka_unit_test(test_pe32_dll),	cmocka_unit_test(test_elf64),
-		cmocka_unit_test(test_elf64_stripped),	cmocka_unit_test(test_elf32),
-		cmocka_unit_test(test_truncations),	cmocka_unit_test(test_byte_flips),
-		cmocka_unit_test(test_pe_corruptions),	cmocka_unit_test(test_pe_import_by_ordinal),
-		cmocka_unit_test(test_elf_corruptions), cmocka_unit_test(test_not_a_binary),
+		cmocka_unit_test(test_pe64_exe),
+		cmocka_unit_test(test_pe64_stripped),
+		cmocka_unit_test(test_pe32_exe),
+		cmocka_unit_test(test_pe64_dll),
+		cmocka_unit_test(test_pe32_dll),
+		cmocka_unit_test(test_elf64),
+		cmocka_unit_test(test_elf64_stripped),
+		cmocka_unit_test(test_elf32),
+		cmocka_unit_test(test_truncations),
+		cmocka_unit_test(test_byte_flips),
+		cmocka_unit_test(test_pe_corruptions),
+		cmocka_unit_test(test_pe_import_by_ordinal),
+		cmocka_unit_test(test_elf_corruptions),
+		cmocka_unit_test(test_not_a_binary),
+		cmocka_unit_test(test_pe_reloc_corruptions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

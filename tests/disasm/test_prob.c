@@ -180,6 +180,42 @@ static void test_no_symbols(void **state)
 	mamori_prob_listing_free(without);
 }
 
+/* A relocation target is a start whenever it decodes, with or without
+ * no_symbols (relocations are not symbols), and costs nothing elsewhere. */
+static void test_reloc_targets(void **state)
+{
+	(void)state;
+	static const char text[] = "Hello, this is a string between two functions!!";
+	uint8_t code[64];
+	const uint8_t f1[] = { 0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3 };
+	memcpy(code, f1, sizeof(f1));
+	memcpy(code + sizeof(f1), text, 48);
+	size_t n = sizeof(f1) + 48;
+	mamori_region r;
+	mamori_binary b = fake_binary(&r, code, n, true);
+	uint64_t targets[] = { 0x1000 + sizeof(f1), 0x9000 /* outside the code: ignored */ };
+	mamori_prob_listing *bare = NULL, *with = NULL, *without = NULL;
+	mamori_disasm_opts nosym = prob_opts;
+	nosym.no_symbols = true;
+
+	assert_int_equal(mamori_disasm_prob(&bare, &b, &prob_opts), MAMORI_OK);
+	assert_false(has_start(bare, targets[0]));
+	b.reloc_targets = targets;
+	b.n_reloc_targets = 2;
+	assert_int_equal(mamori_disasm_prob(&with, &b, &prob_opts), MAMORI_OK);
+	assert_int_equal(mamori_disasm_prob(&without, &b, &nosym), MAMORI_OK);
+	assert_well_formed(&b, with);
+	assert_well_formed(&b, without);
+	assert_true(has_start(with, targets[0]));
+	assert_true(has_start(without, targets[0]));
+	assert_true(has_start(with, 0x1000));
+	assert_int_equal(without->count, with->count);
+	assert_true(same_insns(without->insns, with->insns, with->count));
+	mamori_prob_listing_free(bare);
+	mamori_prob_listing_free(with);
+	mamori_prob_listing_free(without);
+}
+
 static void test_listing_matches_disasm(void **state)
 {
 	(void)state;
@@ -385,6 +421,7 @@ int main(void)
 		cmocka_unit_test(test_code_after_inline_data),
 		cmocka_unit_test(test_listing_matches_disasm),
 		cmocka_unit_test(test_no_symbols),
+		cmocka_unit_test(test_reloc_targets),
 		cmocka_unit_test(test_hostile_regions),
 		cmocka_unit_test(test_fixtures_agree_with_traversal),
 	};
