@@ -564,7 +564,7 @@ static int elf_read_relocs(elf_ctx *c)
 		if ((s->type != SHT_REL && s->type != SHT_RELA) || !(s->flags & SHF_ALLOC) || !s->size)
 			continue;
 		bool rela = s->type == SHT_RELA;
-		uint64_t entsize = (c->is64 ? 8 : 4) * (rela ? 3 : 2);
+		uint64_t entsize = (uint64_t)(c->is64 ? 8 : 4) * (rela ? 3 : 2);
 		if (s->entsize != entsize || s->size % entsize)
 			return mamori_fail(MAMORI_EFORMAT,
 					   "ELF: relocation section %u '%s' entry size %llu / size %llu do "
