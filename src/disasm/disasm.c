@@ -97,7 +97,9 @@ static bool decode_at(const ZydisDecoder *dec, const uint8_t *p, size_t avail, Z
 	return ZYAN_SUCCESS(ZydisDecoderDecodeOperands(dec, &ctx, in, ops, in->operand_count_visible));
 }
 
-static bool ends_path(const ZydisDecodedInstruction *in)
+/* True when execution cannot fall through to the next instruction:
+ * returns, unconditional jumps and the instructions that trap or halt. */
+bool mamori_disasm_ends_path(const ZydisDecodedInstruction *in)
 {
 	switch (in->meta.category) {
 	case ZYDIS_CATEGORY_RET:
@@ -176,7 +178,7 @@ static int walk_path(walker *w, uint64_t va)
 			    (rc = push_target(w, target)) < 0)
 				return rc;
 		}
-		if (ends_path(&in))
+		if (mamori_disasm_ends_path(&in))
 			break;
 		off += in.length;
 	}

@@ -62,6 +62,9 @@ enum {
 /** Token of a decoded instruction; `ops` holds its visible operands. */
 uint32_t mamori_disasm_token(const ZydisDecodedInstruction *in, const ZydisDecodedOperand *ops);
 
+/** True when execution cannot fall through to the next instruction. */
+bool mamori_disasm_ends_path(const ZydisDecodedInstruction *in);
+
 /** True for instructions that only pad: NOPs of any form, ENDBR, INT3,
  *  `lea r,[r+0]` and (in 32-bit code) `mov r,r` with one register. */
 bool mamori_disasm_is_padding(const ZydisDecodedInstruction *in, const ZydisDecodedOperand *ops);

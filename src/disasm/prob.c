@@ -52,26 +52,6 @@
 
 #define NEG_INF (-1e30)
 
-static bool ends_path(const ZydisDecodedInstruction *in)
-{
-	switch (in->meta.category) {
-	case ZYDIS_CATEGORY_RET:
-	case ZYDIS_CATEGORY_UNCOND_BR: return true;
-	default: break;
-	}
-	switch (in->mnemonic) {
-	case ZYDIS_MNEMONIC_UD0:
-	case ZYDIS_MNEMONIC_UD1:
-	case ZYDIS_MNEMONIC_UD2:
-	case ZYDIS_MNEMONIC_HLT:
-	case ZYDIS_MNEMONIC_INT3:
-	case ZYDIS_MNEMONIC_IRET:
-	case ZYDIS_MNEMONIC_IRETD:
-	case ZYDIS_MNEMONIC_IRETQ: return true;
-	default: return false;
-	}
-}
-
 /* Registers (bit i: general register i, REX numbering; never rsp, which
  * every push, call and frame access touches) that the instruction reads
  * and writes, from its raw encoding, for the most common integer opcodes
@@ -318,7 +298,7 @@ static int decode_region(prob_state *st, size_t r, const prob_model *m)
 			len = in.length;
 			mn = (uint16_t)(in.mnemonic < PROB_MNEM_END ? in.mnemonic : PROB_MNEM_END - 1);
 			k = PK_VALID;
-			if (ends_path(&in))
+			if (mamori_disasm_ends_path(&in))
 				k |= PK_ENDS;
 			/* PK_BRANCH here means "direct branch by `rel`"; whether
 			 * the target is in the code is settled below. */
