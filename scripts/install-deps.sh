@@ -11,7 +11,7 @@
 set -eu
 
 build="gcc g++ make pkg-config meson ninja-build binutils libzydis-dev libjansson-dev libsqlite3-dev
- libssl-dev libcmocka-dev libxml2-utils python3 libfuzzy-dev libtlsh-dev"
+ libssl-dev libcmocka-dev libxml2-utils python3 libfuzzy-dev libtlsh-dev libunicorn-dev"
 corpus="gcc make tcl gcc-mingw-w64-i686 gcc-mingw-w64-x86-64 binutils-mingw-w64 dpkg-dev python3"
 bench="ssdeep tlsh-tools libfuzzy-dev time"
 fuzz="clang libfuzzer-14-dev libclang-rt-14-dev"
