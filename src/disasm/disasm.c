@@ -276,18 +276,15 @@ static int collect(walker *w)
 	return MAMORI_OK;
 }
 
-static int map_init(code_map *m, const mamori_binary *b)
+int mamori_disasm_check_regions(const mamori_binary *b, uint64_t max_code, const char *method,
+				uint64_t *out_total)
 {
 	uint64_t total = 0;
 
-	memset(m, 0, sizeof(*m));
-	m->regions = b->code;
-	m->n = b->n_code;
-	if (m->n == 0)
-		return MAMORI_OK;
-	if (!b->code)
+	*out_total = 0;
+	if (b->n_code && !b->code)
 		return mamori_fail(MAMORI_EINVAL, "disasm: %zu code regions but no array", b->n_code);
-	for (size_t i = 0; i < m->n; i++) {
+	for (size_t i = 0; i < b->n_code; i++) {
 		const mamori_region *r = &b->code[i];
 		if (r->size > 0 && !r->bytes)
 			return mamori_fail(MAMORI_EINVAL, "disasm: code region %zu has no bytes", i);
@@ -299,10 +296,26 @@ static int map_init(code_map *m, const mamori_binary *b)
 					   "disasm: code regions %zu and %zu overlap or are unsorted", i - 1,
 					   i);
 		total += r->size;
-		if (total > MAX_CODE_BYTES)
-			return mamori_fail(MAMORI_ELIMIT, "disasm: more than %llu bytes of code",
-					   (unsigned long long)MAX_CODE_BYTES);
+		if (total > max_code)
+			return mamori_fail(MAMORI_ELIMIT, "disasm: more than %llu bytes of code%s",
+					   (unsigned long long)max_code, method);
 	}
+	*out_total = total;
+	return MAMORI_OK;
+}
+
+static int map_init(code_map *m, const mamori_binary *b)
+{
+	uint64_t total = 0;
+
+	memset(m, 0, sizeof(*m));
+	m->regions = b->code;
+	m->n = b->n_code;
+	if (m->n == 0)
+		return MAMORI_OK;
+	int rc = mamori_disasm_check_regions(b, MAX_CODE_BYTES, "", &total);
+	if (rc < 0)
+		return rc;
 	m->state_off = malloc(m->n * sizeof(*m->state_off));
 	m->state = calloc(total ? (size_t)total : 1, 1);
 	if (!m->state_off || !m->state)

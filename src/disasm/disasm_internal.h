@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "mamori/binfmt.h"
 #include "mamori/disasm.h"
 
 /* Token layout (see mamori/disasm.h). */
@@ -61,6 +62,12 @@ enum {
 
 /** Token of a decoded instruction; `ops` holds its visible operands. */
 uint32_t mamori_disasm_token(const ZydisDecodedInstruction *in, const ZydisDecodedOperand *ops);
+
+/** Check the binary's code regions (bytes present, no wrap, sorted and
+ *  disjoint) and that they hold at most `max_code` bytes in all; `method`
+ *  is appended to the limit's message. Total through *out_total. */
+int mamori_disasm_check_regions(const mamori_binary *b, uint64_t max_code, const char *method,
+				uint64_t *out_total);
 
 /** True when execution cannot fall through to the next instruction. */
 bool mamori_disasm_ends_path(const ZydisDecodedInstruction *in);

@@ -166,34 +166,6 @@ static void mark_reloc(prob_state *st, uint64_t va)
 		st->reloc[g >> 3] |= (uint8_t)(1u << (g & 7));
 }
 
-static int check_regions(const mamori_binary *b, size_t *out_total)
-{
-	uint64_t total = 0;
-
-	if (b->n_code && !b->code)
-		return mamori_fail(MAMORI_EINVAL, "disasm: %zu code regions but no array", b->n_code);
-	for (size_t i = 0; i < b->n_code; i++) {
-		const mamori_region *r = &b->code[i];
-		if (r->size > 0 && !r->bytes)
-			return mamori_fail(MAMORI_EINVAL, "disasm: code region %zu has no bytes", i);
-		if (r->size > UINT64_MAX - r->va)
-			return mamori_fail(MAMORI_EFORMAT, "disasm: code region %zu wraps the address space",
-					   i);
-		if (i > 0 && r->va < b->code[i - 1].va + b->code[i - 1].size)
-			return mamori_fail(MAMORI_EFORMAT,
-					   "disasm: code regions %zu and %zu overlap or are unsorted", i - 1,
-					   i);
-		total += r->size;
-		if (total > MAMORI_DISASM_PROB_MAX_CODE)
-			return mamori_fail(MAMORI_ELIMIT,
-					   "disasm: more than %zu bytes of code for the "
-					   "probabilistic method",
-					   MAMORI_DISASM_PROB_MAX_CODE);
-	}
-	*out_total = (size_t)total;
-	return MAMORI_OK;
-}
-
 /* Log-odds kept in a byte: x8, clamped to [-10, 10]. */
 static int8_t q8(float z)
 {
@@ -359,13 +331,15 @@ static int decode_region(prob_state *st, size_t r, const prob_model *m)
 
 int prob_superset(prob_state *st, const mamori_binary *b, bool use_symbols, const prob_model *m)
 {
-	size_t total = 0;
+	uint64_t total64 = 0;
 	int rc;
 
 	memset(st, 0, sizeof(*st));
 	st->b = b;
-	if ((rc = check_regions(b, &total)) < 0)
+	if ((rc = mamori_disasm_check_regions(b, MAMORI_DISASM_PROB_MAX_CODE, " for the probabilistic method",
+					      &total64)) < 0)
 		return rc;
+	size_t total = (size_t)total64; /* at most MAMORI_DISASM_PROB_MAX_CODE */
 	st->is_64 = b->arch == MAMORI_ARCH_X86_64;
 	if (b->arch == MAMORI_ARCH_X86_64)
 		rc = ZYAN_SUCCESS(
