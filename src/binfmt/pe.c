@@ -421,11 +421,22 @@ done:
 	return err;
 }
 
+/* A data directory's RVA and size; 0 when the header declares fewer. */
+static uint32_t pe_dir_rva(const pe_ctx *c, unsigned idx)
+{
+	return c->n_dirs > idx ? c->dir_rva[idx] : 0;
+}
+
+static uint32_t pe_dir_size(const pe_ctx *c, unsigned idx)
+{
+	return c->n_dirs > idx ? c->dir_size[idx] : 0;
+}
+
 static int pe_read_exports(pe_ctx *c)
 {
 	binfmt_impl *b = c->b;
-	uint32_t dir_rva = c->n_dirs > PE_DIR_EXPORT ? c->dir_rva[PE_DIR_EXPORT] : 0;
-	uint32_t dir_size = c->n_dirs > PE_DIR_EXPORT ? c->dir_size[PE_DIR_EXPORT] : 0;
+	uint32_t dir_rva = pe_dir_rva(c, PE_DIR_EXPORT);
+	uint32_t dir_size = pe_dir_size(c, PE_DIR_EXPORT);
 	uint32_t *name_of = NULL;
 	int err = MAMORI_OK;
 	mamori_cursor dir, funcs, names, ords;
@@ -515,8 +526,8 @@ done:
 static int pe_read_imports(pe_ctx *c)
 {
 	binfmt_impl *b = c->b;
-	uint32_t dir_rva = c->n_dirs > PE_DIR_IMPORT ? c->dir_rva[PE_DIR_IMPORT] : 0;
-	uint32_t dir_size = c->n_dirs > PE_DIR_IMPORT ? c->dir_size[PE_DIR_IMPORT] : 0;
+	uint32_t dir_rva = pe_dir_rva(c, PE_DIR_IMPORT);
+	uint32_t dir_size = pe_dir_size(c, PE_DIR_IMPORT);
 	unsigned tsize = c->plus ? 8 : 4;
 	uint64_t ord_flag = c->plus ? (1ull << 63) : (1ull << 31);
 	char *dll = NULL;
@@ -717,8 +728,8 @@ done:
 static int pe_read_relocs(pe_ctx *c)
 {
 	binfmt_impl *b = c->b;
-	uint32_t dir_rva = c->n_dirs > PE_DIR_BASERELOC ? c->dir_rva[PE_DIR_BASERELOC] : 0;
-	uint32_t dir_size = c->n_dirs > PE_DIR_BASERELOC ? c->dir_size[PE_DIR_BASERELOC] : 0;
+	uint32_t dir_rva = pe_dir_rva(c, PE_DIR_BASERELOC);
+	uint32_t dir_size = pe_dir_size(c, PE_DIR_BASERELOC);
 	unsigned want = c->plus ? PE_REL_DIR64 : PE_REL_HIGHLOW;
 	unsigned psize = c->plus ? 8 : 4;
 	uint64_t n_entries = 0;
