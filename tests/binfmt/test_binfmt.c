@@ -18,24 +18,9 @@
 
 #include <jansson.h>
 
+#include "fixture.h"
 #include "mamori/base.h"
 #include "mamori/binfmt.h"
-
-typedef struct fixture {
-	uint8_t *data;
-	size_t size;
-} fixture;
-
-static fixture load(const char *name)
-{
-	const char *dir = getenv("MAMORI_FIXTURES");
-	char path[1024];
-	fixture f = { 0 };
-	assert_non_null(dir);
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	assert_int_equal(mamori_file_read(&f.data, &f.size, path, MAMORI_MAX_SAMPLE_SIZE), MAMORI_OK);
-	return f;
-}
 
 /* An exact-size heap copy, so ASan reports any read past `len`. */
 static uint8_t *copy_of(const uint8_t *data, size_t len)

@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "fixture.h"
 #include "mamori/base.h"
 #include "mamori/binfmt.h"
 #include "mamori/disasm.h"
@@ -305,19 +306,6 @@ static void test_hostile_regions(void **state)
 }
 
 /* ------------------------------------------------------------- fixtures */
-
-static char *fixture_path(const char *name)
-{
-	const char *dir = getenv("MAMORI_FIXTURES");
-	char *p = NULL;
-	if (!dir)
-		dir = "tests/fixtures";
-	size_t n = strlen(dir) + strlen(name) + 2;
-	p = malloc(n);
-	assert_non_null(p);
-	snprintf(p, n, "%s/%s", dir, name);
-	return p;
-}
 
 static int cmp_u64(const void *a, const void *b)
 {

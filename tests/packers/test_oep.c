@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "fixture.h"
 #include "mamori/base.h"
 #include "mamori/binfmt.h"
 #include "mamori/emu.h"
@@ -19,16 +20,15 @@
 
 static void check_oep(const char *name, uint32_t key)
 {
-	char path[1024];
-	uint8_t *orig = NULL, *packed = NULL;
-	size_t orig_len = 0, packed_len = 0;
+	uint8_t *packed = NULL;
+	size_t packed_len = 0;
 	mamori_testpack_info info;
 	mamori_binary *bin = NULL;
 	mamori_emu *emu = NULL;
 	mamori_emu_report rep;
-	snprintf(path, sizeof(path), "%s/%s", getenv("MAMORI_FIXTURES"), name);
-	assert_int_equal(mamori_file_read(&orig, &orig_len, path, MAMORI_MAX_SAMPLE_SIZE), MAMORI_OK);
-	assert_int_equal(mamori_testpack_xor(&packed, &packed_len, &info, orig, orig_len, key), MAMORI_OK);
+	fixture orig = load(name);
+	assert_int_equal(mamori_testpack_xor(&packed, &packed_len, &info, orig.data, orig.size, key),
+			 MAMORI_OK);
 	assert_int_equal(mamori_binary_parse(&bin, packed, packed_len, NULL), MAMORI_OK);
 	mamori_emu_limits lim = mamori_emu_limits_default();
 	lim.stop_at_wx = true;
@@ -44,7 +44,7 @@ static void check_oep(const char *name, uint32_t key)
 	mamori_emu_free(emu);
 	mamori_binary_free(bin);
 	free(packed);
-	free(orig);
+	free(orig.data);
 }
 
 static void test_oep_pe32(void **state)

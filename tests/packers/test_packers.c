@@ -22,25 +22,10 @@
 #include <unicorn/unicorn.h>
 #endif
 
+#include "fixture.h"
 #include "mamori/base.h"
 #include "mamori/binfmt.h"
 #include "testpack.h"
-
-typedef struct fixture {
-	uint8_t *data;
-	size_t size;
-} fixture;
-
-static fixture load(const char *name)
-{
-	const char *dir = getenv("MAMORI_FIXTURES");
-	char path[1024];
-	fixture f = { 0 };
-	assert_non_null(dir);
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	assert_int_equal(mamori_file_read(&f.data, &f.size, path, MAMORI_MAX_SAMPLE_SIZE), MAMORI_OK);
-	return f;
-}
 
 static const mamori_section *find_section(const mamori_binary *b, const char *name)
 {
