@@ -9,17 +9,6 @@
 #include "mamori/base.h"
 #include "mamori/cluster.h"
 
-/*
- * mamori_fail() returns its first argument, never MAMORI_OK here. It lives
- * in another file, so clang-analyzer assumes it may return 0 and follows
- * "allocation failed, then carried on" paths into null pointers and unset
- * memory. This states it where the analyzer can see it; compilers never do.
- * (It would serve every subsystem from mamori/base.h, hence the #ifndef.)
- */
-#if defined(__clang_analyzer__) && !defined(mamori_fail)
-#define mamori_fail(err, ...) (mamori_fail((err), __VA_ARGS__), (err))
-#endif
-
 /**
  * MAMORI_EINVAL unless `d` is a full binary tree in merge form: n_merges ==
  * n_leaves - 1, every merge names two distinct nodes that exist before it,

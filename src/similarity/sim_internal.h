@@ -19,17 +19,6 @@
 
 #include "mamori/base.h"
 
-/*
- * mamori_fail() returns its first argument, never MAMORI_OK here. It lives
- * in another file, so clang-analyzer assumes it may return 0 and follows
- * "allocation failed, then carried on" paths into null pointers and unset
- * memory. This states it where the analyzer can see it; compilers never do.
- * (It would serve every subsystem from mamori/base.h, hence the #ifndef.)
- */
-#if defined(__clang_analyzer__) && !defined(mamori_fail)
-#define mamori_fail(err, ...) (mamori_fail((err), __VA_ARGS__), (err))
-#endif
-
 /** Match masks over one sequence `b` (the bit dimension). */
 typedef struct sim_bp {
 	size_t m, w; /* bits and 64-bit words */
