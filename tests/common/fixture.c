@@ -33,3 +33,16 @@ fixture load(const char *name)
 	free(path);
 	return f;
 }
+
+mamori_binary fake_binary(mamori_region *r, const uint8_t *bytes, size_t n, bool is_64)
+{
+	r->va = 0x1000;
+	r->bytes = bytes;
+	r->size = n;
+	return (mamori_binary){ .format = is_64 ? MAMORI_FMT_ELF64 : MAMORI_FMT_ELF32,
+				.arch = is_64 ? MAMORI_ARCH_X86_64 : MAMORI_ARCH_X86,
+				.entry = 0x1000,
+				.has_entry = true,
+				.code = r,
+				.n_code = 1 };
+}

@@ -41,20 +41,6 @@ static void assert_text(uint32_t t, const char *want)
 	assert_string_equal(buf, want);
 }
 
-/* A binary with one code region, as a loader would hand it over. */
-static mamori_binary fake_binary(mamori_region *r, const uint8_t *bytes, size_t n, bool is_64)
-{
-	r->va = 0x1000;
-	r->bytes = bytes;
-	r->size = n;
-	return (mamori_binary){ .format = is_64 ? MAMORI_FMT_ELF64 : MAMORI_FMT_ELF32,
-				.arch = is_64 ? MAMORI_ARCH_X86_64 : MAMORI_ARCH_X86,
-				.entry = 0x1000,
-				.has_entry = true,
-				.code = r,
-				.n_code = 1 };
-}
-
 /* Sorted, non-overlapping, every instruction inside a region. */
 static void assert_well_formed(const mamori_binary *b, const mamori_listing *l)
 {

@@ -23,19 +23,6 @@
 
 static const mamori_disasm_opts prob_opts = { .method = MAMORI_DISASM_PROBABILISTIC, .keep_padding = true };
 
-static mamori_binary fake_binary(mamori_region *r, const uint8_t *bytes, size_t n, bool is_64)
-{
-	r->va = 0x1000;
-	r->bytes = bytes;
-	r->size = n;
-	return (mamori_binary){ .format = is_64 ? MAMORI_FMT_ELF64 : MAMORI_FMT_ELF32,
-				.arch = is_64 ? MAMORI_ARCH_X86_64 : MAMORI_ARCH_X86,
-				.entry = 0x1000,
-				.has_entry = true,
-				.code = r,
-				.n_code = 1 };
-}
-
 /* Sorted, non-overlapping, inside the code, p in [0,1]; spans sorted,
  * alternating in kind where they touch, covering every code byte once,
  * and every instruction inside a code span. */
