@@ -7,7 +7,7 @@ MAMORI     := $(BUILD)/mamori
 DEMO       ?= corpus/demo
 CORPUS     ?= corpus/full
 
-.PHONY: all deps build asan run test test-fast bench bench-views bench-disasm corpus demo-corpus disasm-truth train-disasm lint fuzz clean
+.PHONY: all deps build asan run test test-fast bench bench-unpack bench-views bench-disasm corpus demo-corpus disasm-truth train-disasm lint fuzz clean
 
 all: build
 
@@ -44,17 +44,19 @@ test: build asan
 test-fast: build
 	meson test -C $(BUILD) --print-errorlogs
 
-corpus:
+# The packed variants need the test packers (build/tests/packers).
+corpus: build
 	@scripts/install-deps.sh corpus
 	scripts/corpus/build.sh --out $(CORPUS)
 
-demo-corpus:
+demo-corpus: build
 	@scripts/install-deps.sh corpus
 	scripts/corpus/build.sh --demo --out $(DEMO)
 
 bench: build
 	@scripts/install-deps.sh corpus bench fuzz
 	bench/run.sh --corpus $(CORPUS)
+	bench/unpack/run.sh --corpus $(CORPUS)
 	bench/disasm/run.sh | scripts/doc-section.py disasm docs/benchmarks.md "bench/disasm/run.sh"
 
 lint: build
@@ -67,6 +69,12 @@ fuzz:
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz out
+
+# The unpacking benchmark alone (issue 4); `make bench` runs it too.
+bench-unpack: build
+	@scripts/install-deps.sh corpus bench
+	@[ -f $(CORPUS)/labels.csv ] || scripts/corpus/build.sh --out $(CORPUS)
+	bench/unpack/run.sh --corpus $(CORPUS)
 
 # How each choice of the compared sequence (view, library code) moves F1.
 bench-views: build

@@ -1,8 +1,10 @@
 /*
- * libFuzzer target for the emulator's PE mapper (issue 4): any bytes that
- * the strict loader accepts are mapped and run under tight limits (10,000
- * instructions, 64 MiB), so malformed images, loops and memory bombs must
- * end at a limit or a reported fault. Seeds: fuzz/corpus/pe.
+ * libFuzzer target for the emulator's PE mapper and Windows environment
+ * (issue 4): any bytes that the strict loader accepts are mapped (sections,
+ * relocations, imports bound to the stand-in modules, TLS) and run under
+ * tight limits (10,000 instructions, 64 MiB, 200 API calls), so malformed
+ * images, loops, API storms and memory bombs must end at a limit or a
+ * reported fault, and the limits must hold. Seeds: fuzz/corpus/pe.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -22,10 +24,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mamori_emu_limits lim = mamori_emu_limits_default();
 	lim.max_insns = 10000;
 	lim.max_memory = (uint64_t)64 << 20;
+	lim.max_api_calls = 200;
 	lim.stop_at_wx = (size & 1) != 0;
 	if (mamori_emu_new(&emu, bin, &lim) == MAMORI_OK && mamori_emu_run(emu, &rep) == MAMORI_OK &&
-	    rep.insns > lim.max_insns + 16)
-		__builtin_trap(); /* the instruction limit must hold */
+	    (rep.insns > lim.max_insns + 16 || rep.api_calls > lim.max_api_calls ||
+	     mamori_emu_trace_count(emu) > rep.api_calls))
+		__builtin_trap(); /* the limits must hold */
 	mamori_emu_free(emu);
 	mamori_binary_free(bin);
 	return 0;

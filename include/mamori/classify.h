@@ -60,6 +60,20 @@ typedef enum {
 const char *mamori_view_name(mamori_view v);
 int mamori_view_parse(mamori_view *out, const char *s);
 
+/**
+ * When a sample is unpacked (mamori_unpack(), isolated) before it is
+ * disassembled: AUTO when its static pack hint says packed
+ * (mamori_pack_hint_of), ALWAYS for every PE, NEVER. When the unpack status
+ * is "unpacked" the dump's code is disassembled instead of the file's.
+ */
+typedef enum {
+	MAMORI_CLASSIFY_UNPACK_AUTO = 0,
+	MAMORI_CLASSIFY_UNPACK_NEVER,
+	MAMORI_CLASSIFY_UNPACK_ALWAYS
+} mamori_classify_unpack;
+const char *mamori_classify_unpack_name(mamori_classify_unpack u);
+int mamori_classify_unpack_parse(mamori_classify_unpack *out, const char *s);
+
 typedef struct mamori_classify_opts {
 	const char *db_path;	/**< SQLite file; default "mamori.db" */
 	const char *store_dir;	/**< sample store; default "<db>.store" */
@@ -77,6 +91,8 @@ typedef struct mamori_classify_opts {
 	bool keep_library_code;		 /**< do not remove known runtime code before comparing */
 	const char *const *library_refs; /**< extra reference binaries of library code */
 	size_t n_library_refs;
+	mamori_classify_unpack unpack; /**< default AUTO */
+	uint32_t unpack_timeout_ms;    /**< wall-clock limit of one unpack (0: mamori_unpack's default) */
 } mamori_classify_opts;
 
 /** Fill `opts` with the defaults. */
@@ -112,8 +128,10 @@ typedef struct mamori_classify_sample {
 	char *path;
 	char sha256[65]; /**< "" when the file could not be read */
 	bool ok;
-	char *error;	 /**< NULL when ok */
-	int64_t cluster; /**< -1 when failed */
+	char *error;	    /**< NULL when ok */
+	int64_t cluster;    /**< -1 when failed */
+	bool code_unpacked; /**< the code compared came from the unpacked dump, not the file */
+	int unpack_status;  /**< mamori_unpack_status (mamori/emu.h) when unpacking was tried, else 0 */
 } mamori_classify_sample;
 
 typedef struct mamori_classify_cluster {
@@ -135,6 +153,8 @@ typedef struct mamori_classify_result {
 	size_t tokens_total;		   /**< tokens of the unique sequences */
 	size_t library_tokens_removed;	   /**< of which were known library code */
 	size_t tokens_compared;		   /**< tokens left in the compared view */
+	size_t unpack_tried;		   /**< samples that were unpacked (or found in the database so) */
+	size_t code_unpacked;		   /**< of which the dump's code was used */
 	double wall_s;
 } mamori_classify_result;
 

@@ -2,13 +2,15 @@
 # Builds mamori's labelled corpus of real Windows programs from Debian source packages.
 #
 # usage: scripts/corpus/build.sh [--out DIR] [--demo | --small] [--jobs N] [--src DIR]
-#   (default)  full corpus, 3,400 samples, into corpus/full
-#   --demo     the few-minute corpus `make run` classifies, into corpus/demo
-#   --small    a tiny corpus (~36 samples, well under a minute) for tests, into corpus/small
+#   (default)  full corpus, 3,400 samples + 512 packed variants, into corpus/full
+#   --demo     the few-minute corpus `make run` classifies (150 + 32 packed), into corpus/demo
+#   --small    a tiny corpus (36 + 8 packed, well under a minute) for tests, into corpus/small
 # Fetches the sources once with apt-get source (cached in corpus/.src), cross-compiles them with
-# mingw-w64 (corpus.py), adds byte-level variants, and writes DIR/samples/<family>/*.exe and
-# DIR/labels.csv. Does nothing when DIR holds a complete build of this version. Needs root only the
-# first time, to add a deb-src entry and fetch. Samples are data: nothing built here is ever run.
+# mingw-w64 (corpus.py), adds byte-level variants and packed variants (the test packer
+# build/tests/packers/mamori-testpack, or $MAMORI_TESTPACK: `make build` first), and writes
+# DIR/samples/<family>/*.exe and DIR/labels.csv. Does nothing when DIR holds a complete build of this
+# version. Needs root only the first time, to add a deb-src entry and fetch. Samples are data: nothing
+# built here is ever run.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
 	--jobs) [ $# -ge 2 ] || die "--jobs needs a number"; jobs=$2; shift 2 ;;
 	--demo) mode=demo; shift ;;
 	--small) mode=small; shift ;;
-	-h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,14p' "$0"; exit 0 ;;
 	*) die "unknown argument: $1" ;;
 	esac
 done
@@ -36,6 +38,7 @@ case "$jobs" in ''|*[!0-9]*|0) die "--jobs wants a positive number, not '$jobs'"
 [ -n "$out" ] || out="$root/corpus/$mode"
 
 [ -x "$py" ] || die "needs /usr/bin/python3 (Debian package python3)"
+packer=${MAMORI_TESTPACK:-$root/build/tests/packers/mamori-testpack}
 if "$py" "$here/corpus.py" --mode "$mode" --out "$out" --up-to-date; then
 	echo "corpus: $out is up to date ($(($(wc -l <"$out/labels.csv") - 1)) samples)" >&2
 	exit 0
@@ -93,4 +96,5 @@ if [ -n "$missing" ]; then
 	done
 fi
 
-exec "$py" "$here/corpus.py" --mode "$mode" --out "$out" --src "$src" --jobs "$jobs"
+[ -x "$packer" ] || die "needs the test packer $packer for the packed variants: run 'make build' first"
+exec "$py" "$here/corpus.py" --mode "$mode" --out "$out" --src "$src" --jobs "$jobs" --packer "$packer"

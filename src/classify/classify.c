@@ -9,6 +9,15 @@
  * Pairs that the candidate search does not propose, or whose exact
  * similarity is provably below the floor, are at distance 1.
  *
+ * Packed samples: with --unpack auto (the default) a PE whose static pack
+ * hint says packed is unpacked first (mamori_unpack, in a child process)
+ * and, when that yields a dump, the dump's code is what is disassembled.
+ * Such fingerprints are kept in the database under their own analyzer id
+ * (the disassembler's id + "+unpack1"), so code from a dump and code from
+ * the file never share a cache entry; the fingerprint's format field then
+ * also records the unpack status and which code was used
+ * ("pe32 unpack=unpacked code=unpacked").
+ *
  * Limits: at most `max_files` inputs, samples of at most 256 MiB, and at
  * most MAX_LEAVES distinct samples in one clustering (the distance matrix is
  * dense; larger corpora are for the MPI mode of a later issue).
@@ -27,6 +36,7 @@
 #include "mamori/classify.h"
 #include "mamori/cluster.h"
 #include "mamori/disasm.h"
+#include "mamori/emu.h"
 #include "mamori/similarity.h"
 
 #define DEFAULT_MAX_FILES 200000
@@ -117,6 +127,9 @@ typedef struct item {
 	int64_t seq;  /* index into the unique sequences, -1 if none */
 	int64_t leaf; /* index of its distinct sample in the clustering, -1 if failed */
 	int64_t cluster;
+	bool want_unpack;   /* analysed through mamori_unpack (AUTO + hint, or ALWAYS) */
+	bool code_unpacked; /* the dump's code was used */
+	int unpack_status;  /* mamori_unpack_status, 0 when not tried */
 } item;
 
 typedef struct sequence {
@@ -136,7 +149,9 @@ typedef struct run {
 	const mamori_classify_opts *opts;
 	mamori_db *db;
 	mamori_store *store;
-	const char *analyzer;
+	const char *analyzer;	  /* fingerprints of the file's code */
+	char analyzer_unpack[64]; /* fingerprints of samples that went through the unpacker */
+	char analyzer_run[96];	  /* what the cluster run is recorded under */
 	mamori_disasm_opts disasm;
 	pthread_mutex_t lock; /* guards db and seqs */
 	item *items;
@@ -307,6 +322,44 @@ done:
 /* Stage 1: ingest                                                      */
 /* ------------------------------------------------------------------ */
 
+/* Whether `data` goes through the unpacker under the run's mode: PE
+ * executables only (the emulator runs no DLLs), all of them for ALWAYS,
+ * those whose static pack hint says packed for AUTO. */
+static bool wants_unpack(const run *r, const uint8_t *data, size_t len)
+{
+	if (r->opts->unpack == MAMORI_CLASSIFY_UNPACK_NEVER)
+		return false;
+	mamori_binary *b = NULL;
+	bool want = false;
+	if (mamori_binary_parse(&b, data, len, NULL) == MAMORI_OK &&
+	    (b->format == MAMORI_FMT_PE32 || b->format == MAMORI_FMT_PE32PLUS) && !b->is_dll) {
+		if (r->opts->unpack == MAMORI_CLASSIFY_UNPACK_ALWAYS) {
+			want = true;
+		} else {
+			mamori_pack_hint h;
+			mamori_pack_hint_of(&h, b);
+			want = h.packed;
+		}
+	}
+	mamori_binary_free(b);
+	return want;
+}
+
+/* The format field of an unpacker fingerprint carries its outcome. */
+static void unpack_format_decode(item *it, const char *format)
+{
+	const char *u = format ? strstr(format, " unpack=") : NULL;
+	const char *c = format ? strstr(format, " code=") : NULL;
+	it->unpack_status = 0;
+	for (int st = MAMORI_UNPACK_UNPACKED; u && st <= MAMORI_UNPACK_ERROR; st++) {
+		const char *name = mamori_unpack_status_name((mamori_unpack_status)st);
+		size_t n = strlen(name);
+		if (!strncmp(u + 8, name, n) && (u[8 + n] == ' ' || u[8 + n] == '\0'))
+			it->unpack_status = st;
+	}
+	it->code_unpacked = c && !strncmp(c + 6, "unpacked", 8);
+}
+
 static void ingest_one(void *ctx, size_t i)
 {
 	run *r = ctx;
@@ -320,6 +373,7 @@ static void ingest_one(void *ctx, size_t i)
 		return;
 	}
 	it->size = len;
+	it->want_unpack = wants_unpack(r, data, len);
 	rc = mamori_store_put(r->store, data, len, it->sha256);
 	free(data);
 	if (rc != MAMORI_OK) {
@@ -329,8 +383,11 @@ static void ingest_one(void *ctx, size_t i)
 	pthread_mutex_lock(&r->lock);
 	rc = mamori_db_sample_add(r->db, it->sha256, len, it->path);
 	if (rc == MAMORI_OK)
-		rc = mamori_db_fingerprint_get(r->db, it->sha256, r->analyzer, &fp);
+		rc = mamori_db_fingerprint_get(r->db, it->sha256,
+					       it->want_unpack ? r->analyzer_unpack : r->analyzer, &fp);
 	if (rc == MAMORI_OK) {
+		if (it->want_unpack)
+			unpack_format_decode(it, fp.format);
 		if (fp.ok) {
 			it->ok = true;
 			it->seq = seq_intern(r, fp.seq_hash, fp.tokens, fp.n_tokens, i);
@@ -358,6 +415,36 @@ static void ingest_one(void *ctx, size_t i)
  * from ingest to here would cost the corpus size in memory (1 GB for the
  * benchmark corpus), and the second read comes from the page cache. */
 
+/*
+ * Unpack the sample and, when that gives a dump whose code disassembles,
+ * hand back the dump's binary and listing (`*bin` borrows ur->dump). On
+ * any other outcome *bin and *lst stay NULL and the file is used.
+ */
+static void unpack_code_of(const run *r, item *it, const uint8_t *data, size_t len, mamori_unpack_result *ur,
+			   mamori_binary **bin, mamori_listing **lst)
+{
+	mamori_unpack_options uo;
+	memset(&uo, 0, sizeof(uo));
+	uo.timeout_ms = r->opts->unpack_timeout_ms;
+	if (mamori_unpack(ur, data, len, &uo) != MAMORI_OK) {
+		it->unpack_status = MAMORI_UNPACK_ERROR;
+		return;
+	}
+	it->unpack_status = ur->status;
+	if (ur->status != MAMORI_UNPACK_UNPACKED || !ur->dump)
+		return;
+	if (mamori_binary_parse(bin, ur->dump, ur->dump_len, NULL) != MAMORI_OK)
+		return;
+	if (mamori_disasm(lst, *bin, &r->disasm) != MAMORI_OK || (*lst)->count == 0) {
+		mamori_listing_free(*lst);
+		mamori_binary_free(*bin);
+		*lst = NULL;
+		*bin = NULL;
+		return;
+	}
+	it->code_unpacked = true;
+}
+
 static void analyse_one(void *ctx, size_t i)
 {
 	run *r = ctx;
@@ -369,22 +456,33 @@ static void analyse_one(void *ctx, size_t i)
 	mamori_binary *bin = NULL;
 	mamori_listing *lst = NULL;
 	mamori_fingerprint fp;
+	mamori_unpack_result ur;
 	memset(&fp, 0, sizeof(fp));
+	memset(&ur, 0, sizeof(ur));
+	const char *analyzer = it->want_unpack ? r->analyzer_unpack : r->analyzer;
 	char path[4096];
 	int rc = mamori_store_path(r->store, it->sha256, path, sizeof(path));
 	if (rc == MAMORI_OK)
 		rc = mamori_file_read(&data, &len, path, MAMORI_MAX_SAMPLE_SIZE);
-	if (rc == MAMORI_OK)
+	if (rc == MAMORI_OK && it->want_unpack)
+		unpack_code_of(r, it, data, len, &ur, &bin, &lst);
+	if (rc == MAMORI_OK && !bin)
 		rc = mamori_binary_parse(&bin, data, len, NULL);
-	if (rc == MAMORI_OK)
+	if (rc == MAMORI_OK && !lst)
 		rc = mamori_disasm(&lst, bin, &r->disasm);
 	if (rc == MAMORI_OK && lst->count == 0)
 		rc = mamori_fail(MAMORI_EFORMAT, "no instructions found in the executable regions");
 	snprintf(fp.sha256, sizeof(fp.sha256), "%s", it->sha256);
-	snprintf(fp.analyzer, sizeof(fp.analyzer), "%s", r->analyzer);
+	snprintf(fp.analyzer, sizeof(fp.analyzer), "%s", analyzer);
 	if (rc == MAMORI_OK) {
 		fp.ok = true;
-		fp.format = strdup(mamori_format_name(bin->format));
+		if (it->want_unpack)
+			fp.format = xstrdup_printf(
+				"%s unpack=%s code=%s", mamori_format_name(bin->format),
+				mamori_unpack_status_name((mamori_unpack_status)it->unpack_status),
+				it->code_unpacked ? "unpacked" : "file");
+		else
+			fp.format = strdup(mamori_format_name(bin->format));
 		fp.n_tokens = lst->count;
 		fp.tokens = malloc((lst->count ? lst->count : 1) * sizeof(uint32_t));
 		if (!fp.tokens) {
@@ -400,13 +498,16 @@ static void analyse_one(void *ctx, size_t i)
 		item_fail(it, rc);
 		mamori_fingerprint_clear(&fp);
 		snprintf(fp.sha256, sizeof(fp.sha256), "%s", it->sha256);
-		snprintf(fp.analyzer, sizeof(fp.analyzer), "%s", r->analyzer);
+		snprintf(fp.analyzer, sizeof(fp.analyzer), "%s", analyzer);
 		fp.ok = false;
 		fp.error = it->error ? strdup(it->error) : NULL;
 	}
 	/* Resource exhaustion is about this machine, not the sample: do not
 	 * cache it as the sample's verdict. */
 	bool cache = rc == MAMORI_OK || (rc != MAMORI_ENOMEM && rc != MAMORI_EIO);
+	/* So is an unpacker error (a timeout under load, a crash): try again next time. */
+	if (it->want_unpack && it->unpack_status == MAMORI_UNPACK_ERROR)
+		cache = false;
 	pthread_mutex_lock(&r->lock);
 	int dbrc = cache ? mamori_db_fingerprint_put(r->db, &fp) : MAMORI_OK;
 	if (rc == MAMORI_OK) {
@@ -422,6 +523,7 @@ static void analyse_one(void *ctx, size_t i)
 	mamori_fingerprint_clear(&fp);
 	mamori_listing_free(lst);
 	mamori_binary_free(bin);
+	mamori_unpack_result_free(&ur);
 	free(data);
 }
 
@@ -451,8 +553,11 @@ static int prepare_sequences(run *r, mamori_classify_result *res)
 				rc = mamori_libcode_add_binary(lc, data, len);
 			free(data);
 			if (rc != MAMORI_OK) {
+				/* mamori_fail() writes the detail it would read: copy it first. */
+				char why[256];
+				snprintf(why, sizeof(why), "%s", mamori_error_detail());
 				rc = mamori_fail(rc, "library reference %s: %s", r->opts->library_refs[i],
-						 mamori_error_detail());
+						 why);
 				goto done;
 			}
 		}
@@ -774,6 +879,7 @@ static int write_clusters_json(const run *r, const leafset *ls, const mamori_cla
 	json_object_set_new(root, "analyzer", json_string(r->analyzer));
 	json_object_set_new(root, "view", json_string(mamori_view_name(r->opts->view)));
 	json_object_set_new(root, "library_code_removed", json_boolean(!r->opts->keep_library_code));
+	json_object_set_new(root, "unpack", json_string(mamori_classify_unpack_name(r->opts->unpack)));
 	for (size_t i = 0; i < r->n_items; i++) {
 		const item *it = &r->items[i];
 		json_t *s = json_object();
@@ -781,6 +887,13 @@ static int write_clusters_json(const run *r, const leafset *ls, const mamori_cla
 		json_object_set_new(s, "sha256", it->sha256[0] ? json_string(it->sha256) : json_null());
 		json_object_set_new(s, "cluster", it->cluster >= 0 ? json_integer(it->cluster) : json_null());
 		json_object_set_new(s, "status", json_string(it->ok ? "ok" : "error"));
+		json_object_set_new(s, "code",
+				    it->ok ? json_string(it->code_unpacked ? "unpacked" : "file")
+					   : json_null());
+		json_object_set_new(s, "unpack",
+				    it->unpack_status ? json_string(mamori_unpack_status_name(
+								(mamori_unpack_status)it->unpack_status))
+						      : json_null());
 		if (!it->ok)
 			json_object_set_new(s, "error", json_string(it->error ? it->error : "unknown error"));
 		json_array_append_new(samples, s);
@@ -880,6 +993,26 @@ static int write_stats(const run *r, const mamori_classify_result *res, const le
 	json_object_set_new(root, "threshold", json_real(r->opts->threshold));
 	json_object_set_new(root, "floor", json_real(r->opts->floor));
 	json_object_set_new(root, "jobs", json_integer(r->opts->jobs));
+	{
+		/* What the unpacker did: per status, and how many samples were compared by the dump's code.
+		 */
+		size_t per[MAMORI_UNPACK_ERROR + 1] = { 0 };
+		json_t *u = json_object();
+		for (size_t i = 0; i < r->n_items; i++)
+			if (r->items[i].unpack_status >= MAMORI_UNPACK_UNPACKED &&
+			    r->items[i].unpack_status <= MAMORI_UNPACK_ERROR)
+				per[r->items[i].unpack_status]++;
+		json_object_set_new(u, "mode", json_string(mamori_classify_unpack_name(r->opts->unpack)));
+		json_object_set_new(u, "tried", json_integer((json_int_t)res->unpack_tried));
+		for (int st = MAMORI_UNPACK_UNPACKED; st <= MAMORI_UNPACK_ERROR; st++)
+			json_object_set_new(u, mamori_unpack_status_name((mamori_unpack_status)st),
+					    json_integer((json_int_t)per[st]));
+		json_object_set_new(u, "code_unpacked", json_integer((json_int_t)res->code_unpacked));
+		json_object_set_new(
+			u, "code_file",
+			json_integer((json_int_t)(r->n_items - res->n_failed - res->code_unpacked)));
+		json_object_set_new(root, "unpack", u);
+	}
 	double total = 0;
 	for (size_t s = 0; s < r->n_stages; s++) {
 		json_t *o = json_object();
@@ -920,6 +1053,26 @@ const char *mamori_view_name(mamori_view v)
 	case MAMORI_VIEW_MNEMONIC: return "mnemonic";
 	}
 	return "?";
+}
+
+const char *mamori_classify_unpack_name(mamori_classify_unpack u)
+{
+	switch (u) {
+	case MAMORI_CLASSIFY_UNPACK_AUTO: return "auto";
+	case MAMORI_CLASSIFY_UNPACK_NEVER: return "never";
+	case MAMORI_CLASSIFY_UNPACK_ALWAYS: return "always";
+	}
+	return "?";
+}
+
+int mamori_classify_unpack_parse(mamori_classify_unpack *out, const char *s)
+{
+	for (int u = MAMORI_CLASSIFY_UNPACK_AUTO; u <= MAMORI_CLASSIFY_UNPACK_ALWAYS; u++)
+		if (!strcmp(s, mamori_classify_unpack_name((mamori_classify_unpack)u))) {
+			*out = (mamori_classify_unpack)u;
+			return MAMORI_OK;
+		}
+	return mamori_fail(MAMORI_EINVAL, "unknown unpack mode '%s' (auto, never, always)", s);
 }
 
 int mamori_view_parse(mamori_view *out, const char *s)
@@ -1001,6 +1154,12 @@ int mamori_classify_run(mamori_classify_result **out, const char *const *paths, 
 	 * disassemble differently under the probabilistic method. */
 	r.disasm.no_symbols = true;
 	r.analyzer = mamori_disasm_analyzer_id(&r.disasm);
+	snprintf(r.analyzer_unpack, sizeof(r.analyzer_unpack), "%s+unpack1", r.analyzer);
+	if (opts.unpack == MAMORI_CLASSIFY_UNPACK_NEVER)
+		snprintf(r.analyzer_run, sizeof(r.analyzer_run), "%s", r.analyzer);
+	else
+		snprintf(r.analyzer_run, sizeof(r.analyzer_run), "%s+unpack-%s", r.analyzer,
+			 mamori_classify_unpack_name(opts.unpack));
 	store_dir = opts.store_dir ? strdup(opts.store_dir) : xstrdup_printf("%s.store", opts.db_path);
 	if (!store_dir) {
 		rc = mamori_fail(MAMORI_ENOMEM, "store path");
@@ -1079,9 +1238,12 @@ int mamori_classify_run(mamori_classify_result **out, const char *const *paths, 
 	stage_end(&r, "cluster");
 
 	stage_begin(&r);
-	for (size_t i = 0; i < r.n_items; i++)
+	for (size_t i = 0; i < r.n_items; i++) {
 		if (!r.items[i].ok)
 			res->n_failed++;
+		res->unpack_tried += r.items[i].unpack_status != 0;
+		res->code_unpacked += r.items[i].ok && r.items[i].code_unpacked;
+	}
 	{
 		const char **shas = calloc(ls.n ? ls.n : 1, sizeof(char *));
 		if (!shas) {
@@ -1092,7 +1254,7 @@ int mamori_classify_run(mamori_classify_result **out, const char *const *paths, 
 			shas[l] = r.items[ls.item_of_leaf[l]].sha256;
 		int64_t run_id;
 		rc = mamori_db_cluster_run_save(r.db, &run_id, opts.threshold,
-						mamori_linkage_name(opts.linkage), r.analyzer, ls.n, shas,
+						mamori_linkage_name(opts.linkage), r.analyzer_run, ls.n, shas,
 						ls.labels);
 		free(shas);
 		if (rc)
@@ -1119,6 +1281,8 @@ int mamori_classify_run(mamori_classify_result **out, const char *const *paths, 
 		r.items[i].error = NULL;
 		s->ok = r.items[i].ok;
 		s->cluster = r.items[i].cluster;
+		s->code_unpacked = r.items[i].code_unpacked;
+		s->unpack_status = r.items[i].unpack_status;
 		snprintf(s->sha256, sizeof(s->sha256), "%s", r.items[i].sha256);
 	}
 	res->wall_s = mamori_now() - t0;

@@ -41,6 +41,11 @@ static void usage(FILE *f)
 		"  --keep-library-code  compare whole programs, without removing known\n"
 		"                     runtime code (CRT start-up, compiler helpers)\n"
 		"  --library-ref FILE another reference binary of library code (repeatable)\n"
+		"  --unpack M         auto (default: PE samples that look packed), always (every\n"
+		"                     PE) or never: emulate the sample in a child process and,\n"
+		"                     when it unpacks, compare the dump's code instead of the\n"
+		"                     file's (clusters.json says which: \"code\", \"unpack\")\n"
+		"  --unpack-timeout MS  wall-clock limit of one unpack (default 60000)\n"
 		"  -q, --quiet        no family table\n"
 		"\n"
 		"Exit: 0 all analysed, 4 some samples failed (see clusters.json), 2 usage,\n"
@@ -69,6 +74,9 @@ static void print_table(const mamori_classify_result *res, size_t top, const cha
 	       res->n_samples, res->n_failed, res->n_clusters, singletons, res->unique_sequences,
 	       res->candidate_pairs, res->candidates_used == MAMORI_CANDIDATES_LSH ? "candidate" : "compared",
 	       res->exact_pairs, res->cached_pairs, res->wall_s);
+	if (res->unpack_tried)
+		printf("unpacker: %zu samples emulated, %zu compared by their unpacked code\n",
+		       res->unpack_tried, res->code_unpacked);
 	printf("report: %s/clusters.json  %s/dendrogram.svg  %s/tree.nwk  %s/stats.json\n", out_dir, out_dir,
 	       out_dir, out_dir);
 }
@@ -93,6 +101,8 @@ int cmd_classify(int argc, char **argv)
 		{ "library-ref", required_argument, NULL, 'R' },
 		{ "view", required_argument, NULL, 'V' },
 		{ "disasm", required_argument, NULL, 'D' },
+		{ "unpack", required_argument, NULL, 'U' },
+		{ "unpack-timeout", required_argument, NULL, 'W' },
 		{ NULL, 0, NULL, 0 },
 	};
 	mamori_classify_opts opts;
@@ -174,6 +184,20 @@ int cmd_classify(int argc, char **argv)
 					optarg);
 				return MAMORI_EXIT_USAGE;
 			}
+			break;
+		case 'U':
+			if (mamori_classify_unpack_parse(&opts.unpack, optarg) != MAMORI_OK) {
+				fprintf(stderr,
+					"mamori classify: --unpack is auto, always or never, not '%s'\n",
+					optarg);
+				return MAMORI_EXIT_USAGE;
+			}
+			break;
+		case 'W':
+			if (!cli_parse_u64(&v, optarg, 1, 24ull * 3600 * 1000, "classify",
+					   "--unpack-timeout"))
+				return MAMORI_EXIT_USAGE;
+			opts.unpack_timeout_ms = (uint32_t)v;
 			break;
 		case 'R':
 			if (n_refs == sizeof(refs) / sizeof(refs[0])) {

@@ -1,19 +1,34 @@
 /*
- * Tests of the test packers (suite 'packers'). For pe32.exe and pe64.exe and
- * two keys: the packed file parses, its entry lies in the new section, the
- * code bytes differ and decrypt back with the key stream, other bytes are
- * unchanged, and two keys give different stubs. When Unicorn is available
- * (HAVE_UNICORN), the stub itself is emulated from the entry point until it
- * reaches the OEP, and the decrypted memory is compared with the original;
- * the program itself is never run here.
+ * Tests of the test packers (suite 'packers').
+ *  - xor: for pe32.exe and pe64.exe and two keys, the packed file parses, its
+ *    entry lies in the new section, the code bytes differ and decrypt back
+ *    with the key stream, other bytes are unchanged, and two keys give
+ *    different stubs. When Unicorn is available (HAVE_UNICORN), the stub
+ *    itself is emulated from the entry point until it reaches the OEP.
+ *  - lz, antiemu, nested (xor and lz outside): per arch and several keys,
+ *    the output parses, its entry is the stub's, keys give different files,
+ *    and the payload decodes back to the original's memory image.
+ *  - The LZSS coder round-trips and refuses corrupt streams; bad inputs
+ *    are refused with a message.
+ *  - Every technique's 64-bit packed fixture runs under wine64 (our own
+ *    programs only; WINEDEBUG=-all, a private prefix, see wine_prefix()) with
+ *    the original's stdout and exit code. Skipped when wine64 is missing.
+ *    The 32-bit ones are run in mamori's emulator by test_oep.c.
  */
+#include <fcntl.h>
+#include <poll.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 /* cmocka needs the headers above first. */
 #include <cmocka.h>
@@ -221,6 +236,368 @@ static void test_xor_refuses(void **state)
 	free(exe.data);
 }
 
+/* ------------------------------------------------ lz, antiemu, nested */
+
+typedef enum technique { T_XOR, T_LZ, T_ANTIEMU, T_NESTED_XOR, T_NESTED_LZ, T_NESTED3 } technique;
+
+static const char *technique_name(technique t)
+{
+	static const char *const names[] = { "xor",	      "lz",
+					     "antiemu",	      "nested(lz,xor)",
+					     "nested(lz,lz)", "nested(lz,lz,xor)" };
+	return names[t];
+}
+
+/* Pack with technique `t`; info may be NULL for xor. */
+static int pack(technique t, uint8_t **out, size_t *out_len, mamori_testpack_image_info *info,
+		const fixture *f, uint32_t key)
+{
+	mamori_testpack_opts opt = { .sleep_ms = 25 };
+	mamori_testpack_info xi;
+
+	switch (t) {
+	case T_XOR: return mamori_testpack_xor(out, out_len, &xi, f->data, f->size, key);
+	case T_LZ: return mamori_testpack_lz(out, out_len, info, f->data, f->size, key, &opt);
+	case T_ANTIEMU: return mamori_testpack_antiemu(out, out_len, info, f->data, f->size, key, &opt);
+	case T_NESTED_XOR:
+		opt.outer = MAMORI_TESTPACK_OUTER_XOR;
+		return mamori_testpack_nested(out, out_len, info, f->data, f->size, key, &opt);
+	case T_NESTED_LZ:
+		opt.outer = MAMORI_TESTPACK_OUTER_LZ;
+		return mamori_testpack_nested(out, out_len, info, f->data, f->size, key, &opt);
+	case T_NESTED3:
+		opt.outer = MAMORI_TESTPACK_OUTER_XOR;
+		opt.layers = 3;
+		return mamori_testpack_nested(out, out_len, info, f->data, f->size, key, &opt);
+	}
+	return MAMORI_EINVAL;
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The payload of a one-layer lz/antiemu file decodes to the original's
+ * image: its headers and every section's file bytes at their RVAs. */
+static void check_payload(const uint8_t *o, size_t olen, const mamori_testpack_image_info *info,
+			  const fixture *f, uint32_t key)
+{
+	mamori_binary *orig = NULL;
+	assert_true((size_t)info->payload_off + info->payload_size <= olen);
+	uint8_t *img = calloc(1, info->orig_image_size);
+	assert_non_null(img);
+	/* The decoder stops at the last non-zero byte: decode into a prefix. */
+	size_t n = info->orig_image_size;
+	while (n > 0 &&
+	       mamori_testpack_lz_decode(img, n, o + info->payload_off, info->payload_size, key) != MAMORI_OK)
+		n = n > 4096 ? n - 4096 : 0;
+	assert_true(n > 0);
+	assert_int_equal(mamori_binary_parse(&orig, f->data, f->size, NULL), MAMORI_OK);
+	uint32_t pe = le32(f->data + 0x3c);
+	uint32_t hdr = le32(f->data + pe + 24 + 60);
+	assert_memory_equal(img, f->data, hdr);
+	for (size_t i = 0; i < orig->n_sections; i++) {
+		const mamori_section *s = &orig->sections[i];
+		uint64_t rva = s->va - orig->image_base;
+		uint64_t len = s->raw_size < s->vsize || !s->vsize ? s->raw_size : s->vsize;
+		if (rva + len > n)
+			len = rva < n ? n - rva : 0;
+		assert_memory_equal(img + rva, f->data + s->raw_off, len);
+	}
+	mamori_binary_free(orig);
+	free(img);
+}
+
+static void check_image_packer(technique t, const char *name, mamori_format fmt)
+{
+	fixture f = load(name);
+	static const uint32_t keys[] = { 1u, 0xdeadbeefu, 0x13572468u };
+	uint8_t *outs[3] = { NULL, NULL, NULL };
+	size_t lens[3] = { 0, 0, 0 };
+
+	for (int ki = 0; ki < 3; ki++) {
+		mamori_testpack_image_info info;
+		assert_int_equal(pack(t, &outs[ki], &lens[ki], &info, &f, keys[ki]), MAMORI_OK);
+		mamori_binary *b = NULL;
+		assert_int_equal(mamori_binary_parse(&b, outs[ki], lens[ki], NULL), MAMORI_OK);
+		assert_int_equal(b->format, fmt);
+		assert_true(b->has_entry && !b->is_dll);
+		assert_int_equal(b->entry, b->image_base + info.stub_entry_rva);
+		assert_int_equal(info.oep_rva, le32(f.data + le32(f.data + 0x3c) + 24 + 16));
+		assert_true(info.orig_relocs); /* mingw programs carry .reloc */
+		if (t == T_LZ || t == T_ANTIEMU) {
+			assert_int_equal(info.layers, 1);
+			check_payload(outs[ki], lens[ki], &info, &f, keys[ki]);
+			/* The original's code is not visible in the packed file. */
+			assert_true(
+				b->n_imports <=
+				4); /* the lz stub: LoadLibraryA, GetProcAddress, VirtualAlloc, ExitProcess */
+		} else if (t == T_NESTED_LZ || t == T_NESTED_XOR) {
+			assert_int_equal(info.layers, 2);
+			assert_string_equal(info.outer, t == T_NESTED_XOR ? "xor" : "lz");
+		}
+		mamori_binary_free(b);
+	}
+	for (int i = 0; i < 3; i++)
+		for (int j = i + 1; j < 3; j++)
+			assert_true(lens[i] != lens[j] || memcmp(outs[i], outs[j], lens[i]) != 0);
+	for (int i = 0; i < 3; i++)
+		free(outs[i]);
+	free(f.data);
+}
+
+static void test_lz(void **state)
+{
+	(void)state;
+	check_image_packer(T_LZ, "pe32.exe", MAMORI_FMT_PE32);
+	check_image_packer(T_LZ, "pe64.exe", MAMORI_FMT_PE32PLUS);
+	check_image_packer(T_LZ, "pe64-stripped.exe", MAMORI_FMT_PE32PLUS);
+}
+
+static void test_antiemu(void **state)
+{
+	(void)state;
+	check_image_packer(T_ANTIEMU, "pe32.exe", MAMORI_FMT_PE32);
+	check_image_packer(T_ANTIEMU, "pe64.exe", MAMORI_FMT_PE32PLUS);
+}
+
+static void test_nested(void **state)
+{
+	(void)state;
+	for (technique t = T_NESTED_XOR; t <= T_NESTED3; t++) {
+		check_image_packer(t, "pe32.exe", MAMORI_FMT_PE32);
+		check_image_packer(t, "pe64.exe", MAMORI_FMT_PE32PLUS);
+	}
+}
+
+/* The antiemu stub has no import table at all: its APIs come by hash. */
+static void test_antiemu_no_imports(void **state)
+{
+	(void)state;
+	fixture f = load("pe64.exe");
+	uint8_t *o = NULL;
+	size_t olen = 0;
+	mamori_testpack_image_info info;
+	assert_int_equal(mamori_testpack_antiemu(&o, &olen, &info, f.data, f.size, 99, NULL), MAMORI_OK);
+	mamori_binary *b = NULL;
+	assert_int_equal(mamori_binary_parse(&b, o, olen, NULL), MAMORI_OK);
+	assert_int_equal(b->n_imports, 0);
+	mamori_binary_free(b);
+	free(o);
+	free(f.data);
+}
+
+static void test_lz_roundtrip(void **state)
+{
+	(void)state;
+	enum { N = 200000 };
+	uint8_t *in = malloc(N), *back = malloc(N);
+	assert_non_null(in);
+	assert_non_null(back);
+	uint32_t r = 12345;
+	for (int kind = 0; kind < 4; kind++) {
+		for (size_t i = 0; i < N; i++) {
+			r = r * 1103515245u + 12345u;
+			in[i] = kind == 0   ? (uint8_t)(r >> 16)	/* noise */
+				: kind == 1 ? 0				/* zeros */
+				: kind == 2 ? (uint8_t)("abcab"[i % 5]) /* short period */
+					    : (uint8_t)(i % 70000 < 300 ? r >> 16
+									: in[i % 70000]); /* far copies */
+		}
+		for (size_t n = 0; n <= N; n = n ? n * 7 : 1) {
+			uint8_t *enc = NULL;
+			size_t enc_len = 0;
+			assert_int_equal(mamori_testpack_lz_encode(&enc, &enc_len, in, n, 0xabcdef01u),
+					 MAMORI_OK);
+			assert_true(enc_len <= n + n / 8 + 16);
+			if (kind == 1 && n > 1000)
+				assert_true(enc_len < n / 50);
+			assert_int_equal(mamori_testpack_lz_decode(back, n, enc, enc_len, 0xabcdef01u),
+					 MAMORI_OK);
+			assert_memory_equal(back, in, n);
+			if (n > 16) {
+				/* Wrong key, truncation: refused, never an overrun. */
+				assert_int_not_equal(
+					mamori_testpack_lz_decode(back, n, enc, enc_len / 2, 0xabcdef01u),
+					MAMORI_OK);
+				(void)mamori_testpack_lz_decode(back, n, enc, enc_len, 0x1u);
+			}
+			free(enc);
+		}
+	}
+	free(in);
+	free(back);
+}
+
+static void test_image_refuses(void **state)
+{
+	(void)state;
+	uint8_t *o = NULL;
+	size_t olen = 0;
+	fixture elf = load("elf64");
+	fixture dll = load("pe32.dll");
+	fixture exe = load("pe64.exe");
+	assert_int_equal(mamori_testpack_lz(&o, &olen, NULL, elf.data, elf.size, 1, NULL),
+			 MAMORI_EUNSUPPORTED);
+	assert_non_null(strstr(mamori_error_detail(), "not PE"));
+	assert_int_equal(mamori_testpack_antiemu(&o, &olen, NULL, dll.data, dll.size, 1, NULL),
+			 MAMORI_EUNSUPPORTED);
+	assert_non_null(strstr(mamori_error_detail(), "executables"));
+	assert_int_equal(mamori_testpack_nested(&o, &olen, NULL, elf.data, elf.size, 1, NULL),
+			 MAMORI_EUNSUPPORTED);
+	mamori_testpack_opts opt = { .layers = 1 };
+	assert_int_equal(mamori_testpack_nested(&o, &olen, NULL, exe.data, exe.size, 1, &opt), MAMORI_EINVAL);
+	opt.layers = 9;
+	assert_int_equal(mamori_testpack_nested(&o, &olen, NULL, exe.data, exe.size, 1, &opt), MAMORI_EINVAL);
+	assert_non_null(strstr(mamori_error_detail(), "layers"));
+	mamori_testpack_opts nostub = { .stub_dir = "/nonexistent/mamori-stubs" };
+	assert_int_not_equal(mamori_testpack_lz(&o, &olen, NULL, exe.data, exe.size, 1, &nostub), MAMORI_OK);
+	assert_non_null(strstr(mamori_error_detail(), "stub"));
+	/* A truncated input is refused by the parser. */
+	assert_int_not_equal(mamori_testpack_lz(&o, &olen, NULL, exe.data, 200, 1, NULL), MAMORI_OK);
+	assert_null(o);
+	free(elf.data);
+	free(dll.data);
+	free(exe.data);
+}
+
+/* ------------------------------------------------------------- wine64 */
+
+static const char *wine64_path(void)
+{
+	static const char *const cands[] = { "/usr/lib/wine/wine64", "/usr/bin/wine64",
+					     "/usr/local/bin/wine64" };
+	for (size_t i = 0; i < sizeof(cands) / sizeof(*cands); i++)
+		if (access(cands[i], X_OK) == 0)
+			return cands[i];
+	return NULL;
+}
+
+/* Run `wine64 prog.exe ARGS` in `dir` with a private prefix; capture stdout
+ * (at most cap - 1 bytes) and return the exit status (-1 on timeout). */
+static int run_wine(const char *wine, const char *dir, const char *prefix, char *outbuf, size_t cap)
+{
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		dup2(fds[1], 1);
+		int devnull = open("/dev/null", O_RDWR);
+		if (devnull >= 0) {
+			dup2(devnull, 0);
+			dup2(devnull, 2);
+		}
+		if (chdir(dir) != 0)
+			_exit(126);
+		setenv("WINEDEBUG", "-all", 1);
+		setenv("WINEPREFIX", prefix, 1);
+		setenv("WINEDLLOVERRIDES",
+		       "mscoree,mshtml=", 1); /* no Mono/Gecko prompts in a fresh prefix */
+		unsetenv("DISPLAY");
+		execl(wine, wine, "prog.exe", "abc", "defg", (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	size_t n = 0;
+	time_t start = time(NULL);
+	for (;;) {
+		struct pollfd p = { .fd = fds[0], .events = POLLIN };
+		int pr = poll(&p, 1, 1000);
+		if (pr > 0) {
+			char tmp[512];
+			ssize_t r = read(fds[0], tmp, sizeof(tmp));
+			if (r <= 0)
+				break;
+			size_t take = (size_t)r < cap - 1 - n ? (size_t)r : cap - 1 - n;
+			memcpy(outbuf + n, tmp, take);
+			n += take;
+		}
+		if (time(NULL) - start > 120) {
+			kill(pid, SIGKILL);
+			break;
+		}
+	}
+	outbuf[n] = 0;
+	close(fds[0]);
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/*
+ * The Wine prefix: $MAMORI_WINEPREFIX, else one per user in $TMPDIR shared by
+ * all build trees (a prefix takes about 700 MB and 7 s to create), else one
+ * in the build tree when that directory is not ours.
+ */
+static void wine_prefix(char *out, size_t cap, const char *build_tmp)
+{
+	const char *env = getenv("MAMORI_WINEPREFIX");
+	const char *tmpdir = getenv("TMPDIR");
+	struct stat st;
+
+	if (env && *env) {
+		snprintf(out, cap, "%s", env);
+		return;
+	}
+	snprintf(out, cap, "%s/mamori-wine64-%u", tmpdir && *tmpdir ? tmpdir : "/tmp", (unsigned)geteuid());
+	mkdir(out, 0700);
+	if (lstat(out, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid())
+		return;
+	snprintf(out, cap, "%s/wineprefix", build_tmp);
+}
+
+static void write_file(const char *path, const uint8_t *data, size_t n)
+{
+	assert_int_equal(mamori_file_write_atomic(path, data, n), MAMORI_OK);
+	assert_int_equal(chmod(path, 0755), 0);
+}
+
+/* Every technique's packed pe64.exe prints what the original prints and
+ * exits the same way under wine64. The program path (argv[0]) enters the
+ * output, so each one runs as the same DIR/prog.exe. */
+static void test_wine64_runs(void **state)
+{
+	(void)state;
+	const char *wine = wine64_path();
+	const char *tmp = getenv("MAMORI_TEST_TMP");
+	if (!wine || !tmp) {
+		fprintf(stderr, "wine64 not installed (scripts/install-deps.sh build): skipped\n");
+		skip();
+	}
+	char dir[4096], prefix[4096], exe[4200];
+	snprintf(dir, sizeof(dir), "%s/wine-run", tmp);
+	wine_prefix(prefix, sizeof(prefix), tmp);
+	snprintf(exe, sizeof(exe), "%s/prog.exe", dir);
+	mkdir(tmp, 0755);
+	mkdir(dir, 0755);
+	fixture f = load("pe64.exe");
+	char want[4096], got[4096];
+	write_file(exe, f.data, f.size);
+	int want_rc = run_wine(wine, dir, prefix, want, sizeof(want));
+	assert_true(strlen(want) > 3);
+	fprintf(stderr, "wine64 original: rc %d, %s", want_rc, want);
+	for (technique t = T_XOR; t <= T_NESTED3; t++) {
+		for (uint32_t key = 3; key <= 0x40000003u; key += 0x40000000u) {
+			uint8_t *o = NULL;
+			size_t olen = 0;
+			mamori_testpack_image_info info;
+			assert_int_equal(pack(t, &o, &olen, &info, &f, key), MAMORI_OK);
+			write_file(exe, o, olen);
+			int rc = run_wine(wine, dir, prefix, got, sizeof(got));
+			if (rc != want_rc || strcmp(got, want) != 0)
+				fail_msg("%s key %#x under wine64: rc %d, stdout '%s'; original rc %d, '%s'",
+					 technique_name(t), key, rc, got, want_rc, want);
+			fprintf(stderr, "wine64 %s key %#x: same output\n", technique_name(t), key);
+			free(o);
+		}
+	}
+	unlink(exe);
+	free(f.data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -228,6 +605,13 @@ int main(void)
 		cmocka_unit_test(test_xor_pe64),
 		cmocka_unit_test(test_xor_stub_variants),
 		cmocka_unit_test(test_xor_refuses),
+		cmocka_unit_test(test_lz_roundtrip),
+		cmocka_unit_test(test_lz),
+		cmocka_unit_test(test_antiemu),
+		cmocka_unit_test(test_antiemu_no_imports),
+		cmocka_unit_test(test_nested),
+		cmocka_unit_test(test_image_refuses),
+		cmocka_unit_test(test_wine64_runs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
