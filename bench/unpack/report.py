@@ -28,6 +28,7 @@ def main():
     rows = [l.rstrip("\n").split("\t") for l in open(os.path.join(work, "packed.tsv"))]
     groups = {}
     all_times, all_sims, fails = [], [], []
+    emu_insns, emu_ms = 0, 0.0
     for sha, packer, arch, _path, _orig in rows:
         g = groups.setdefault((packer, arch), {"n": 0, "oep": 0, "dump": 0, "sims": [], "ms": [],
                                                "status": {}})
@@ -41,6 +42,16 @@ def main():
             all_times.append(int(ms))
         except (OSError, ValueError):
             pass
+        # Instructions emulated: the run, plus the replay up to the OEP when
+        # the dump was taken there; over the worker's whole wall time.
+        insns = (rep.get("emu") or {}).get("insns")
+        if insns and rep.get("timing_ms"):
+            layers = rep.get("layers") or []
+            k = rep.get("oep_layer")
+            if (rep.get("dump") or {}).get("at") == "oep" and isinstance(k, int) and k < len(layers):
+                insns += layers[k].get("insns", 0)
+            emu_insns += insns
+            emu_ms += rep["timing_ms"]
         orig = load(os.path.join(work, "info", sha + ".orig.json")) or {}
         dump = load(os.path.join(work, "info", sha + ".dump.json"))
         ok_oep = False
@@ -61,7 +72,7 @@ def main():
     out.append("### Unpacking the packed corpus, per packer and arch\n")
     out.append("OEP found = the dump's entry RVA equals the original's; similarity = `mamori compare` "
                "of the dump with its original (token LCS); time = wall clock of `mamori unpack` "
-               "per sample (child process, emulation, dump, report).\n")
+               "per sample (worker process, emulation, replay, dump, report).\n")
     out.append("| packer | arch | samples | OEP found | dump parsed | similarity mean (min) | "
                "median time (ms) | max time (ms) | statuses |")
     out.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
@@ -98,7 +109,8 @@ def main():
             secs = open(os.path.join(d, "seconds")).read().strip()
         except OSError:
             secs = "-"
-        unpacked = stats.get("unpacked", stats.get("samples_unpacked", "-"))
+        up = stats.get("unpack") or {}
+        unpacked = f"{up['code_unpacked']} of {up['tried']} tried" if "code_unpacked" in up else "-"
         out.append(f"| {label} | {stats.get('samples', '-')} | {fmt(sc.get('precision'))} | "
                    f"{fmt(sc.get('recall'))} | **{fmt(sc.get('f1'))}** | {fmt(sc.get('ari'))} | {secs} | "
                    f"{unpacked} |")
@@ -110,6 +122,10 @@ def main():
                    f"{fmt(sc.get('recall'))} | {fmt(sc.get('f1'))} | {fmt(sc.get('ari'))} | "
                    f"{fmt(wall, 1) if wall is not None else '-'} | - |")
 
+    if emu_ms > 0:
+        out.append(f"\nOn the packed corpus: {emu_insns / 1e6:.0f} M instructions emulated in "
+                   f"{emu_ms / 1000:.1f} s of unpack time = **{emu_insns / emu_ms / 1000:.1f} M instructions/s** "
+                   "end to end (worker start, loading, API stubs, replay to the OEP, dump and report included).")
     speed = load(os.path.join(work, "speed.json"))
     if speed:
         out.append("\n### Emulation speed (million instructions per second, best of 3)\n")

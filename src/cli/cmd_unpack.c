@@ -43,7 +43,7 @@ static void unpack_usage(FILE *f)
 		   "  --settle-insns N     stop N instructions after the last new layer\n"
 		   "                       (default 40,000,000)\n"
 		   "  --timeout MS         wall-clock limit of the isolated run (default 60000)\n"
-		   "  --in-process         emulate in this process (no child, no timeout; a crash\n"
+		   "  --in-process         emulate in this process (no worker process, no timeout; a crash\n"
 		   "                       of the emulator library then ends mamori)\n"
 		   "\n"
 		   "Status: unpacked, not_packed (it ran without executing written memory), limit\n"

@@ -1153,12 +1153,16 @@ static uint64_t k_GetSystemInfo(mamori_emu *e)
 
 /* ------------------------------------------------------------- strings */
 
-static uint64_t k_MultiByteToWideChar(mamori_emu *e)
+/* MultiByteToWideChar and WideCharToMultiByte share their arguments from
+ * the third on (source, its length or -1, destination, its capacity):
+ * the text goes through a host buffer in the guest's code page (ASCII
+ * here), and a zero capacity asks for the length. */
+static uint64_t convert_text(mamori_emu *e, bool to_wide)
 {
 	uint64_t src = A(2), dst = A(4);
 	int64_t n = (int32_t)A(3), cap = (int32_t)A(5);
 	char s[MAX_STR];
-	if (!gstr(e, src, s, sizeof(s)))
+	if (!(to_wide ? gstr(e, src, s, sizeof(s)) : gwstr(e, src, s, sizeof(s))))
 		return 0;
 	size_t len = n < 0 ? strlen(s) + 1 : (size_t)n < sizeof(s) ? (size_t)n : sizeof(s);
 	if (cap == 0)
@@ -1167,24 +1171,18 @@ static uint64_t k_MultiByteToWideChar(mamori_emu *e)
 		set_err(e, 122);
 		return 0;
 	}
-	return put_wstr(e, dst, s, len) ? len : 0;
+	bool ok = to_wide ? put_wstr(e, dst, s, len) : emu_gwrite(e, dst, s, len);
+	return ok ? len : 0;
+}
+
+static uint64_t k_MultiByteToWideChar(mamori_emu *e)
+{
+	return convert_text(e, true);
 }
 
 static uint64_t k_WideCharToMultiByte(mamori_emu *e)
 {
-	uint64_t src = A(2), dst = A(4);
-	int64_t n = (int32_t)A(3), cap = (int32_t)A(5);
-	char s[MAX_STR];
-	if (!gwstr(e, src, s, sizeof(s)))
-		return 0;
-	size_t len = n < 0 ? strlen(s) + 1 : (size_t)n < sizeof(s) ? (size_t)n : sizeof(s);
-	if (cap == 0)
-		return len;
-	if ((int64_t)len > cap) {
-		set_err(e, 122);
-		return 0;
-	}
-	return emu_gwrite(e, dst, s, len) ? len : 0;
+	return convert_text(e, false);
 }
 
 static uint64_t k_GetACP(mamori_emu *e)
@@ -1860,6 +1858,15 @@ static uint64_t c_fputc(mamori_emu *e)
 	return c;
 }
 
+/* The guest's standard input is empty: character reads give EOF, block
+ * reads nothing, feof() says so. Without these a program that reads until
+ * EOF would spin on the unknown-export result 0 until the API limit. */
+static uint64_t c_eof(mamori_emu *e)
+{
+	(void)e;
+	return (uint64_t)-1;
+}
+
 static uint64_t c_putchar(mamori_emu *e)
 {
 	uint8_t c = (uint8_t)A(0);
@@ -2319,6 +2326,19 @@ const api_def winapi_defs[] = {
 	CDE(MOD_MSVCRT, "fputs", c_fputs),
 	CDE(MOD_MSVCRT, "puts", c_puts),
 	CDE(MOD_MSVCRT, "fflush", k_ret0),
+	CDE(MOD_MSVCRT, "fgetc", c_eof),
+	CDE(MOD_MSVCRT, "getc", c_eof),
+	CDE(MOD_MSVCRT, "getchar", c_eof),
+	CDE(MOD_MSVCRT, "_fgetchar", c_eof),
+	CDE(MOD_MSVCRT, "_getch", c_eof),
+	CDE(MOD_MSVCRT, "ungetc", c_eof),
+	CDE(MOD_MSVCRT, "fgets", k_ret0),
+	CDE(MOD_MSVCRT, "gets", k_ret0),
+	CDE(MOD_MSVCRT, "fread", k_ret0),
+	CDE(MOD_MSVCRT, "_read", k_ret0),
+	CDE(MOD_MSVCRT, "feof", k_ret1),
+	CDE(MOD_MSVCRT, "ferror", k_ret0),
+	CDE(MOD_MSVCRT, "clearerr", k_ret0),
 	CDE(MOD_MSVCRT, "_write", c_write),
 	CDE(MOD_MSVCRT, "time", c_time),
 	CDE(MOD_MSVCRT, "clock", c_clock),

@@ -600,7 +600,8 @@ int winenv_setup(mamori_emu *e)
 	for (const char *p = first; *p; p++)
 		if (*p == '\\' || *p == '/')
 			base_name = p + 1;
-	snprintf(e->image_name, sizeof(e->image_name), "%.*s", (int)sizeof(e->image_name) - 1, base_name); /* long names are cut */
+	snprintf(e->image_name, sizeof(e->image_name), "%.*s", (int)sizeof(e->image_name) - 1,
+		 base_name); /* long names are cut */
 	char path[300];
 	if (strchr(first, '\\'))
 		snprintf(path, sizeof(path), "%s", first);
