@@ -272,6 +272,54 @@ int mamori_db_cluster_run_save(mamori_db *db, int64_t *out_run_id, double thresh
 			       const char *analyzer, size_t n, const char *const *sha256s,
 			       const int64_t *clusters);
 
+/** Store one event (what mamori_event_emit() does for its database);
+ *  `json` is the whole event, the other fields are its header. */
+int mamori_db_event_put(mamori_db *db, const char *time, const char *sensor, const char *subject,
+			const char *type, const char *json);
+/** Call `fn` with each stored event of `subject` (of `type`, or all when
+ *  NULL) in the order they were stored; a non-zero return stops and is
+ *  returned. */
+int mamori_db_events_each(mamori_db *db, const char *subject, const char *type,
+			  int (*fn)(void *ctx, const char *json), void *ctx);
+
+/* ------------------------------------------------------------------ */
+/* Event log                                                            */
+/* ------------------------------------------------------------------ */
+
+/** Where one sensor writes its events (a gateway session, a honeypot, the
+ *  unpacker): every event is one JSON object that starts with the shared
+ *  header {"time", "sensor", "subject", "type", "seq"} and goes to the
+ *  database and/or to a JSON-lines file. Safe to use from several threads. */
+typedef struct mamori_eventlog mamori_eventlog;
+
+/** Largest event (serialised JSON) accepted: 1 MiB. */
+#define MAMORI_EVENT_MAX_BYTES ((size_t)1 << 20)
+
+/**
+ * Open a log for `sensor` (e.g. "contain") about `subject` (a session id or
+ * a sample SHA-256). `db` (borrowed, may be NULL; it must outlive the log
+ * and is used under the log's lock only) and `jsonl_path` (appended to,
+ * created 0640; may be NULL) are where events go; at least one of them.
+ * `*out` belongs to the caller (mamori_eventlog_free).
+ */
+int mamori_eventlog_open(mamori_eventlog **out, mamori_db *db, const char *jsonl_path, const char *sensor,
+			 const char *subject);
+
+/**
+ * Emit one event of `type`: the header, then every field of `body` (a JSON
+ * object, borrowed, may be NULL; fields named like a header field are
+ * refused with MAMORI_EINVAL). The JSON line is written and flushed before
+ * the call returns. MAMORI_ELIMIT when the event exceeds
+ * MAMORI_EVENT_MAX_BYTES (nothing is written then).
+ */
+int mamori_event_emit(mamori_eventlog *log, const char *type, const struct json_t *body);
+
+/** Events emitted so far. */
+uint64_t mamori_eventlog_count(const mamori_eventlog *log);
+
+/** Close the log; NULL is fine. */
+void mamori_eventlog_free(mamori_eventlog *log);
+
 #ifdef __cplusplus
 }
 #endif

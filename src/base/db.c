@@ -15,7 +15,7 @@
 
 struct mamori_db {
 	sqlite3 *h;
-	sqlite3_stmt *fp_get, *fp_put, *sim_get, *sim_put, *sample_add, *path_add;
+	sqlite3_stmt *fp_get, *fp_put, *sim_get, *sim_put, *sample_add, *path_add, *event_put;
 };
 
 static const char *const migrations[] = {
@@ -36,6 +36,12 @@ static const char *const migrations[] = {
 	"  analyzer TEXT NOT NULL, n_samples INTEGER NOT NULL);"
 	"CREATE TABLE cluster_members(run_id INTEGER NOT NULL REFERENCES cluster_runs(id),"
 	"  sha256 TEXT NOT NULL, cluster INTEGER, PRIMARY KEY(run_id, sha256));",
+	/* 2: the event log every sensor writes (see event.c): the shared header
+	 * as columns for queries, the whole event as JSON. */
+	"CREATE TABLE events(id INTEGER PRIMARY KEY, time TEXT NOT NULL, sensor TEXT NOT NULL,"
+	"  subject TEXT NOT NULL, type TEXT NOT NULL, body TEXT NOT NULL);"
+	"CREATE INDEX events_subject ON events(subject, type);"
+	"CREATE INDEX events_type ON events(type);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -135,7 +141,9 @@ int mamori_db_open(mamori_db **out, const char *path)
 			  "SELECT floor, s, below FROM similarities WHERE seq_a=?1 AND seq_b=?2")) ||
 	    (rc = prepare(db, &db->sim_put,
 			  "INSERT OR REPLACE INTO similarities(seq_a, seq_b, floor, s, below) "
-			  "VALUES(?1,?2,?3,?4,?5)")))
+			  "VALUES(?1,?2,?3,?4,?5)")) ||
+	    (rc = prepare(db, &db->event_put,
+			  "INSERT INTO events(time, sensor, subject, type, body) VALUES(?1,?2,?3,?4,?5)")))
 		goto done;
 done:
 	if (rc != MAMORI_OK) {
@@ -156,6 +164,7 @@ void mamori_db_free(mamori_db *db)
 	sqlite3_finalize(db->fp_put);
 	sqlite3_finalize(db->sim_get);
 	sqlite3_finalize(db->sim_put);
+	sqlite3_finalize(db->event_put);
 	sqlite3_close(db->h);
 	free(db);
 }
@@ -381,5 +390,45 @@ done:
 		rc = exec(db, "COMMIT");
 	else
 		sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+	return rc;
+}
+
+int mamori_db_event_put(mamori_db *db, const char *time, const char *sensor, const char *subject,
+			const char *type, const char *json)
+{
+	sqlite3_stmt *st = db->event_put;
+	int rc = MAMORI_OK;
+	sqlite3_reset(st);
+	if (sqlite3_bind_text(st, 1, time, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 2, sensor, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 3, subject, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 4, type, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 5, json, -1, SQLITE_STATIC) != SQLITE_OK || sqlite3_step(st) != SQLITE_DONE)
+		rc = db_fail(db, "storing an event");
+	sqlite3_clear_bindings(st);
+	sqlite3_reset(st);
+	return rc;
+}
+
+int mamori_db_events_each(mamori_db *db, const char *subject, const char *type,
+			  int (*fn)(void *ctx, const char *json), void *ctx)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = MAMORI_OK;
+	if (sqlite3_prepare_v2(
+		    db->h, "SELECT body FROM events WHERE subject=?1 AND (?2 IS NULL OR type=?2) ORDER BY id",
+		    -1, &st, NULL) != SQLITE_OK)
+		return db_fail(db, "reading events");
+	sqlite3_bind_text(st, 1, subject, -1, SQLITE_STATIC);
+	if (type)
+		sqlite3_bind_text(st, 2, type, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 2);
+	int step;
+	while (rc == MAMORI_OK && (step = sqlite3_step(st)) == SQLITE_ROW)
+		rc = fn(ctx, (const char *)sqlite3_column_text(st, 0));
+	if (rc == MAMORI_OK && step != SQLITE_DONE)
+		rc = db_fail(db, "reading events");
+	sqlite3_finalize(st);
 	return rc;
 }

@@ -208,7 +208,7 @@ static void test_db(void **state)
 	snprintf(path, sizeof(path), "%s/t.db", tmpdir);
 	mamori_db *db = NULL;
 	assert_int_equal(mamori_db_open(&db, path), MAMORI_OK);
-	assert_int_equal(mamori_db_schema_version(db), 1);
+	assert_int_equal(mamori_db_schema_version(db), 2);
 	const char *sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 	assert_int_equal(mamori_db_sample_add(db, sha, 3, "/x/abc"), MAMORI_OK);
 	assert_int_equal(mamori_db_sample_add(db, sha, 3, "/x/abc"), MAMORI_OK);
@@ -260,7 +260,7 @@ static void test_db(void **state)
 
 	/* Reopening keeps the data and the schema version. */
 	assert_int_equal(mamori_db_open(&db, path), MAMORI_OK);
-	assert_int_equal(mamori_db_schema_version(db), 1);
+	assert_int_equal(mamori_db_schema_version(db), 2);
 	assert_int_equal(mamori_db_fingerprint_get(db, sha, "test-v1", &got), MAMORI_OK);
 	mamori_fingerprint_clear(&got);
 	mamori_db_free(db);
