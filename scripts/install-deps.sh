@@ -5,14 +5,18 @@
 #   scripts/install-deps.sh [build|corpus|bench|fuzz|all]...   (default: build)
 #
 # build  : compiler, Meson, libraries, cmocka, objdump, wine64 (tests: the packed 64-bit test
-#          programs run under wine64, our own programs only)
+#          programs run under wine64, our own programs only), and the containment gateway's
+#          libraries and real peers (iptables-nft, ngircd, dnsmasq, swaks, hping3, tshark;
+#          they run only inside network namespaces the tests create)
 # corpus : mingw-w64 cross compilers and dpkg-dev (make corpus, make run)
 # bench  : ssdeep, TLSH and libfuzzy (make bench baselines)
 # fuzz   : clang with libFuzzer (make fuzz)
 set -eu
 
 build="gcc g++ make pkg-config meson ninja-build binutils libzydis-dev libjansson-dev libsqlite3-dev
- libssl-dev libcmocka-dev libxml2-utils python3 libfuzzy-dev libtlsh-dev libunicorn-dev wine64"
+ libssl-dev libcmocka-dev libxml2-utils python3 libfuzzy-dev libtlsh-dev libunicorn-dev wine64
+ iproute2 iptables libmnl-dev libnetfilter-queue-dev libpcap-dev ngircd dnsmasq-base swaks hping3 tshark
+ curl bind9-dnsutils util-linux procps"
 corpus="gcc make tcl gcc-mingw-w64-i686 gcc-mingw-w64-x86-64 binutils-mingw-w64 dpkg-dev python3"
 bench="ssdeep tlsh-tools libfuzzy-dev time"
 fuzz="clang libfuzzer-14-dev libclang-rt-14-dev"

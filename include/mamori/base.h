@@ -159,6 +159,9 @@ int mamori_file_read(uint8_t **out, size_t *out_len, const char *path, size_t ma
 
 /** Write a file atomically (temp file + rename). */
 int mamori_file_write_atomic(const char *path, const void *data, size_t len);
+/** Write all `n` bytes to descriptor `fd`, going on after EINTR and short
+ *  writes; false on any other failure (errno tells). */
+bool mamori_write_all(int fd, const void *buf, size_t n);
 
 /** Create a directory and its parents (mode 0755). */
 int mamori_mkdir_p(const char *path);

@@ -76,20 +76,6 @@ static void now_text(char *buf, size_t cap)
 	snprintf(buf + n, cap - n, ".%06ldZ", ts.tv_nsec / 1000);
 }
 
-static bool write_all_fd(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		p += w;
-		n -= (size_t)w;
-	}
-	return true;
-}
-
 int mamori_event_emit(mamori_eventlog *log, const char *type, const json_t *body)
 {
 	if (!log || !type || !*type || (body && !json_is_object(body)))
@@ -132,7 +118,7 @@ int mamori_event_emit(mamori_eventlog *log, const char *type, const json_t *body
 		goto done;
 	if (log->fd >= 0) {
 		text[len] = '\n'; /* replaces the terminator: the line is written by length */
-		if (!write_all_fd(log->fd, text, len + 1)) {
+		if (!mamori_write_all(log->fd, text, len + 1)) {
 			rc = mamori_fail(MAMORI_EIO, "event %s: cannot write the event file: %s", type,
 					 strerror(errno));
 			goto done;

@@ -130,3 +130,18 @@ int mamori_mkdir_p(const char *path)
 		return mamori_fail(MAMORI_EIO, "%s: not a directory", path);
 	return MAMORI_OK;
 }
+
+bool mamori_write_all(int fd, const void *buf, size_t n)
+{
+	const uint8_t *p = buf;
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}

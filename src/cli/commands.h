@@ -10,6 +10,7 @@ int cmd_info(int argc, char **argv);
 int cmd_disasm(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
+int cmd_contain(int argc, char **argv);
 int cmd_unpack(int argc, char **argv);
 
 #endif

@@ -20,6 +20,8 @@ static const command commands[] = {
 	{ "disasm", cmd_disasm, "disassemble a PE or ELF file and show each instruction with its token" },
 	{ "compare", cmd_compare, "similarity of two samples with their shared and changed code" },
 	{ "classify", cmd_classify, "cluster samples into families (JSON, SVG dendrogram, Newick)" },
+	{ "contain", cmd_contain,
+	  "containment session report: C&C, downloads, spam, floods, scans (JSON, SVG)" },
 	{ "unpack", cmd_unpack, "emulate a packed PE and dump its unpacked image (OEP, rebuilt imports)" },
 };
 

@@ -484,21 +484,6 @@ static uint64_t get_le(const uint8_t *p, int n)
 	return v;
 }
 
-static bool write_all(int fd, const void *buf, size_t n)
-{
-	const uint8_t *p = buf;
-	while (n) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		p += w;
-		n -= (size_t)w;
-	}
-	return true;
-}
-
 /* Virtual memory of this process in bytes, from /proc (the worker's, before
  * its limits are set). 0 when unknown. */
 static uint64_t vm_size_now(void)
@@ -547,8 +532,8 @@ static _Noreturn void worker_run(int wfd, const uint8_t *data, size_t len, const
 	put_le(hdr + 32, r.n_layers, 8);
 	put_le(hdr + 40, json_len, 8);
 	put_le(hdr + 48, r.dump_len, 8);
-	bool ok = write_all(wfd, hdr, sizeof(hdr)) && write_all(wfd, r.report_json, json_len) &&
-		  (!r.dump_len || write_all(wfd, r.dump, r.dump_len));
+	bool ok = mamori_write_all(wfd, hdr, sizeof(hdr)) && mamori_write_all(wfd, r.report_json, json_len) &&
+		  (!r.dump_len || mamori_write_all(wfd, r.dump, r.dump_len));
 	_exit(ok ? 0 : 4);
 }
 
@@ -759,7 +744,7 @@ static int unpack_isolated(mamori_unpack_result *out, const uint8_t *data, size_
 	int in_fd = memfd_create("mamori-sample", MFD_CLOEXEC);
 	if (in_fd < 0)
 		return parent_error(out, "emulator", "cannot create a memfd for the unpack worker", t0);
-	if (!write_all(in_fd, data, len) || lseek(in_fd, 0, SEEK_SET) != 0) {
+	if (!mamori_write_all(in_fd, data, len) || lseek(in_fd, 0, SEEK_SET) != 0) {
 		close(in_fd);
 		return parent_error(out, "emulator", "cannot write the sample for the unpack worker", t0);
 	}
