@@ -234,6 +234,8 @@ typedef struct growbuf {
 
 static void growbuf_add(growbuf *g, const char *s, size_t n)
 {
+	if (n == 0) /* an empty line of a message: nothing to copy, maybe no buffer yet */
+		return;
 	if (g->overflow || g->len + n > g->max) {
 		g->overflow = true;
 		return;
