@@ -12,5 +12,6 @@ int cmd_compare(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_contain(int argc, char **argv);
 int cmd_unpack(int argc, char **argv);
+int cmd_sandbox(int argc, char **argv);
 
 #endif

@@ -22,6 +22,7 @@ static const command commands[] = {
 	{ "classify", cmd_classify, "cluster samples into families (JSON, SVG dendrogram, Newick)" },
 	{ "contain", cmd_contain,
 	  "containment session report: C&C, downloads, spam, floods, scans (JSON, SVG)" },
+	{ "sandbox", cmd_sandbox, "run a command behind the containment gateway (sandbox run -- CMD ...)" },
 	{ "unpack", cmd_unpack, "emulate a packed PE and dump its unpacked image (OEP, rebuilt imports)" },
 };
 

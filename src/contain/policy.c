@@ -104,7 +104,7 @@ __attribute__((format(printf, 2, 3))) static int parse_fail(const parse_ctx *ctx
 	char what[256];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(what, sizeof(what), fmt, ap);
+	vsnprintf(what, sizeof(what), fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized): see error.c
 	va_end(ap);
 	return mamori_fail(MAMORI_EFORMAT, "%s:%u: %s", ctx->name, ctx->line, what);
 }

@@ -20,7 +20,7 @@
 #include "mamori/contain.h"
 
 #define REPORT_MAX_STR	 256
-#define REPORT_MAX_SET	 64 /* members kept per set (nicks, URIs, subjects, ...) */
+#define REPORT_MAX_SET	 ((size_t)64) /* members kept per set (nicks, URIs, subjects, ...) */
 #define REPORT_MAX_FLOWS 1000000
 #define REPORT_MAX_LINE	 ((size_t)1 << 20)
 #define SVG_GRAPH_NODES	 40
@@ -455,6 +455,7 @@ typedef struct dest {
 	double first;
 	char verdict[16]; /* the most frequent */
 	json_t *ports;	  /* "port/proto" set */
+	json_t *votes;	  /* verdict -> flows, while counting */
 } dest;
 
 static int dest_by_flows(const void *a, const void *b)
@@ -470,12 +471,10 @@ static dest *dests_of(const mamori_contain_report *r, size_t *out_n)
 {
 	json_t *ix = json_object();
 	dest *d = calloc(MAMORI_CONTAIN_REPORT_MAX_DESTS, sizeof(*d));
-	json_t **votes = calloc(MAMORI_CONTAIN_REPORT_MAX_DESTS, sizeof(*votes));
 	size_t n = 0;
-	if (!ix || !d || !votes) {
+	if (!ix || !d) {
 		json_decref(ix);
 		free(d);
-		free(votes);
 		*out_n = 0;
 		return NULL;
 	}
@@ -493,28 +492,28 @@ static dest *dests_of(const mamori_contain_report *r, size_t *out_n)
 			d[j].addr = f->dst;
 			d[j].first = f->t0;
 			d[j].ports = json_object();
-			votes[j] = json_object();
+			d[j].votes = json_object();
 		}
 		d[j].flows++;
 		char port[48];
 		snprintf(port, sizeof(port), "%d/%s", f->dport, f->proto);
 		set_add(d[j].ports, port);
-		count_add(votes[j], f->verdict, 1);
+		count_add(d[j].votes, f->verdict, 1);
 	}
 	for (size_t j = 0; j < n; j++) {
 		const char *k;
 		json_t *v;
 		json_int_t best = -1;
-		json_object_foreach(votes[j], k, v)
+		json_object_foreach(d[j].votes, k, v)
 		{
 			if (json_integer_value(v) > best) {
 				best = json_integer_value(v);
 				copy_cut(d[j].verdict, sizeof(d[j].verdict), k);
 			}
 		}
-		json_decref(votes[j]);
+		json_decref(d[j].votes);
+		d[j].votes = NULL;
 	}
-	free(votes);
 	json_decref(ix);
 	qsort(d, n, sizeof(*d), dest_by_flows);
 	*out_n = n;
@@ -726,7 +725,7 @@ int mamori_contain_report_svg(const mamori_contain_report *r, FILE *f)
 	for (size_t i = 0; i < r->n_flows; i++) {
 		const flow *fl = &r->flows[i];
 		size_t j = 0;
-		while (j < rows && strcmp(d[j].addr, fl->dst))
+		while (j < rows && strcmp(d[j].addr, fl->dst) != 0)
 			j++;
 		if (j == rows)
 			continue;
