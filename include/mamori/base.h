@@ -162,6 +162,9 @@ int mamori_file_write_atomic(const char *path, const void *data, size_t len);
 /** Write all `n` bytes to descriptor `fd`, going on after EINTR and short
  *  writes; false on any other failure (errno tells). */
 bool mamori_write_all(int fd, const void *buf, size_t n);
+/** Like mamori_write_all() for a socket, with MSG_NOSIGNAL: a peer that
+ *  went away gives false (EPIPE), never SIGPIPE. */
+bool mamori_send_all(int fd, const void *buf, size_t n);
 
 /** Create a directory and its parents (mode 0755). */
 int mamori_mkdir_p(const char *path);

@@ -454,20 +454,6 @@ static void gw_data(void *ctx, const relay_flow *rf, bool up, const uint8_t *dat
 		down_append(f, data, n);
 }
 
-static bool write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		p += w;
-		n -= (size_t)w;
-	}
-	return true;
-}
-
 typedef struct gw_service {
 	const char *name;
 	int fd;
@@ -538,7 +524,7 @@ static void gw_reflect(void *ctx, const relay_flow *rf, int fd, const uint8_t *f
 	}
 	started = true;
 	sv[1] = -1; /* the service thread closes it */
-	if (n > 0 && !write_all(sv[0], first, n))
+	if (n > 0 && !mamori_send_all(sv[0], first, n))
 		goto done;
 	f->refl_up += n;
 	double deadline = mamori_now() + gw->o.reflect_ms / 1000.0 + 2.0;
@@ -557,7 +543,7 @@ static void gw_reflect(void *ctx, const relay_flow *rf, int fd, const uint8_t *f
 				break; /* the service is done */
 			proto_flow_feed(f->pf, buf, (size_t)got, PROTO_TO_CLIENT);
 			drain_events(gw, f);
-			if (!write_all(fd, buf, (size_t)got))
+			if (!mamori_send_all(fd, buf, (size_t)got))
 				break;
 			f->refl_down += (uint64_t)got;
 		}
@@ -570,7 +556,7 @@ static void gw_reflect(void *ctx, const relay_flow *rf, int fd, const uint8_t *f
 			}
 			proto_flow_feed(f->pf, buf, (size_t)got, PROTO_TO_SERVER);
 			drain_events(gw, f);
-			if (!write_all(sv[0], buf, (size_t)got))
+			if (!mamori_send_all(sv[0], buf, (size_t)got))
 				break;
 			f->refl_up += (uint64_t)got;
 		}

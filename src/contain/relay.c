@@ -129,20 +129,6 @@ static int upstream_connect(contain_relay *r, const struct sockaddr_in *dst, int
 	return 0;
 }
 
-static bool write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		p += w;
-		n -= (size_t)w;
-	}
-	return true;
-}
-
 /* Move what is readable on `from` to `to`: 1 moved, 0 end of stream, -1
  * error. Through a pipe with splice() when there is one, so bulk data never
  * enters user space; else through `buf`. */
@@ -173,7 +159,7 @@ static int move_once(contain_relay *r, conn *c, int i, int from, int to, const i
 		return errno == EAGAIN || errno == EINTR ? 1 : -1;
 	if (got == 0)
 		return 0;
-	if (!write_all(to, buf, (size_t)got))
+	if (!mamori_send_all(to, buf, (size_t)got))
 		return -1;
 	*count += (uint64_t)got;
 	if (r->cfg.on_data != NULL)
@@ -285,7 +271,7 @@ static void handle_conn(conn *c)
 		goto done;
 	}
 	if (n > 0) {
-		if (!write_all(up, buf, n))
+		if (!mamori_send_all(up, buf, n))
 			goto done;
 		c->flow.bytes_up += n;
 		if (r->cfg.on_data != NULL)
