@@ -4,22 +4,8 @@
 set -u
 mamori="$1"
 fx="$2"
-tmp=$(mktemp -d /tmp/mamori-test-cli-XXXXXX)
-trap 'chmod -R u+w "$tmp"; rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-
-check() { # check NAME EXPECTED_EXIT CMD...
-	name="$1"; want="$2"; shift 2
-	"$@" >"$tmp/out" 2>"$tmp/err"
-	got=$?
-	if [ "$got" -eq "$want" ]; then
-		pass=$((pass + 1))
-	else
-		fail=$((fail + 1))
-		echo "FAIL: $name: exit $got, wanted $want"; sed 's/^/  stderr: /' "$tmp/err" | head -5
-	fi
-}
+test_name=cli
+. "$(dirname "$0")/lib.sh"
 
 is_json() { # is_json NAME FILE
 	if python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$2" 2>/dev/null; then
@@ -27,10 +13,6 @@ is_json() { # is_json NAME FILE
 	else
 		fail=$((fail + 1)); echo "FAIL: $1: not JSON"; head -c 300 "$2"
 	fi
-}
-
-has() { # has NAME FILE TEXT
-	if grep -q -- "$3" "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1: no '$3' in output"; fi
 }
 
 check "no command" 2 "$mamori"
@@ -80,5 +62,4 @@ printf 'garbage' >"$tmp/in/garbage.exe"
 check "classify partial" 4 "$mamori" classify --db "$tmp/m.db" --out "$tmp/out2" --linkage complete "$tmp/in"
 has "classify reports bad sample" "$tmp/err" garbage.exe
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -5,25 +5,8 @@
 #   test_contain_cli.sh MAMORI
 set -u
 mamori="$1"
-tmp=$(mktemp -d /tmp/mamori-test-contain-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-
-check() { # check NAME EXPECTED_EXIT CMD...
-	name="$1"; want="$2"; shift 2
-	"$@" >"$tmp/out" 2>"$tmp/err"
-	got=$?
-	if [ "$got" -eq "$want" ]; then
-		pass=$((pass + 1))
-	else
-		fail=$((fail + 1))
-		echo "FAIL: $name: exit $got, wanted $want"; sed 's/^/  stderr: /' "$tmp/err" | head -5
-	fi
-}
-has() { # has NAME FILE TEXT
-	if grep -q -- "$3" "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1: no '$3' in $2"; fi
-}
+test_name=contain
+. "$(dirname "$0")/lib.sh"
 
 s="$tmp/session"
 mkdir -p "$s"
@@ -70,5 +53,4 @@ check "unknown subcommand" 2 "$mamori" contain frobnicate "$s"
 check "unknown option" 2 "$mamori" contain report --bogus "$s"
 check "help" 0 "$mamori" contain --help
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

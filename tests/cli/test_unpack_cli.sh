@@ -7,26 +7,8 @@ mamori="$1"
 testpack="$2"
 fx="$3"
 crash="$4"
-tmp=$(mktemp -d /tmp/mamori-test-unpack-XXXXXX)
-trap 'chmod -R u+w "$tmp"; rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-
-check() { # check NAME EXPECTED_EXIT CMD...
-	name="$1"; want="$2"; shift 2
-	"$@" >"$tmp/out" 2>"$tmp/err"
-	got=$?
-	if [ "$got" -eq "$want" ]; then
-		pass=$((pass + 1))
-	else
-		fail=$((fail + 1))
-		echo "FAIL: $name: exit $got, wanted $want"; sed 's/^/  stderr: /' "$tmp/err" | head -5
-	fi
-}
-
-has() { # has NAME FILE TEXT
-	if grep -q -- "$3" "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1: no '$3' in output"; fi
-}
+test_name=unpack
+. "$(dirname "$0")/lib.sh"
 
 pyck() { # pyck NAME FILE PYTHON-EXPR-ON-d
 	if python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if ($3) else 1)" "$2" 2>/dev/null; then
@@ -105,5 +87,4 @@ else
 	echo "skip: no $wine, dumps not run"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish
