@@ -506,6 +506,9 @@ static int lines_deliver(proto_lines *pl, bool overlong, proto_line_fn fn, void 
 		n--;
 	pl->buf[n] = '\0';
 	pl->len = 0;
+	/* Flagged here for every line-based parser, not in each of them. */
+	if (overlong)
+		proto_meta_set(out, "overlong_lines", json_true());
 	return fn(ctx, pl->buf, n, overlong, dir, out);
 }
 

@@ -140,7 +140,8 @@ int proto_meta_add(proto_out *out, const char *key, json_int_t n);
 
 /** Splits a byte stream into text lines (LF or CRLF), across reads. A line
  *  longer than `max` (≤ PROTO_LINE_MAX) is handed over once, truncated,
- *  with `overlong` set, and the rest of it is skipped. */
+ *  with `overlong` set (and "overlong_lines": true in the flow's metadata),
+ *  and the rest of it is skipped. */
 typedef struct proto_lines {
 	char buf[PROTO_LINE_MAX + 1];
 	size_t len;

@@ -305,8 +305,7 @@ static int http_line(void *ctx, const char *line, size_t len, bool overlong, pro
 {
 	http_state *st = ctx;
 	http_side *sd = &st->side[dir];
-	if (overlong)
-		proto_meta_set(out, "overlong_lines", json_true());
+	(void)overlong; /* proto_lines_feed() flags it in the metadata */
 	switch (sd->phase) {
 	case HTTP_START:
 		if (len == 0)

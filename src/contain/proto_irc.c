@@ -255,8 +255,7 @@ static int irc_line(void *ctx, const char *line, size_t len, bool overlong, prot
 {
 	irc_msg m;
 	(void)ctx;
-	if (overlong)
-		proto_meta_set(out, "overlong_lines", json_true());
+	(void)overlong; /* proto_lines_feed() flags it in the metadata */
 	if (len == 0 || !irc_split(line, len, &m))
 		return MAMORI_OK;
 	return dir == PROTO_TO_SERVER ? irc_client(&m, out) : irc_server(&m, out);

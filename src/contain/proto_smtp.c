@@ -233,8 +233,7 @@ static int server_line(smtp_state *st, const char *line, size_t len, proto_out *
 static int smtp_line(void *ctx, const char *line, size_t len, bool overlong, proto_dir dir, proto_out *out)
 {
 	smtp_state *st = ctx;
-	if (overlong)
-		proto_meta_set(out, "overlong_lines", json_true());
+	(void)overlong; /* proto_lines_feed() flags it in the metadata */
 	return dir == PROTO_TO_SERVER ? client_line(st, line, len, out) : server_line(st, line, len, out);
 }
 
