@@ -12,11 +12,9 @@
  * (packets past the cap are counted, not written); snaplen at most 65535.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <pcap/pcap.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +23,7 @@
 
 #include "capture.h"
 #include "mamori/base.h"
+#include "netns.h"
 
 #define DEFAULT_MAX_BYTES ((uint64_t)1 << 30)
 #define PCAP_FILE_HEADER  24u
@@ -81,42 +80,6 @@ static void *capture_main(void *arg)
 	return NULL;
 }
 
-/* Enter `netns` (a name under /run/netns) on this thread; *saved gets the
- * descriptor of the namespace to come back to. */
-static int enter_netns(const char *netns, int *saved)
-{
-	*saved = -1;
-	if (!netns)
-		return MAMORI_OK;
-	if (strchr(netns, '/') || !*netns)
-		return mamori_fail(MAMORI_EINVAL, "capture: bad namespace name '%s'", netns);
-	char path[300];
-	snprintf(path, sizeof(path), "/run/netns/%s", netns);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return mamori_fail(MAMORI_ENOTFOUND, "capture: no network namespace %s", netns);
-	*saved = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-	if (*saved < 0 || setns(fd, CLONE_NEWNET) != 0) {
-		int err = errno;
-		close(fd);
-		if (*saved >= 0)
-			close(*saved);
-		*saved = -1;
-		return mamori_fail(MAMORI_EIO, "capture: cannot enter %s: %s", netns, strerror(err));
-	}
-	close(fd);
-	return MAMORI_OK;
-}
-
-static void leave_netns(int saved)
-{
-	if (saved < 0)
-		return;
-	if (setns(saved, CLONE_NEWNET) != 0)
-		abort(); /* this thread would stay in the sample's namespace: never go on */
-	close(saved);
-}
-
 int contain_capture_start(contain_capture **out, const char *netns, const char *ifname, const char *pcap_path,
 			  const char *filter, uint32_t snaplen, uint64_t max_bytes)
 {
@@ -130,7 +93,7 @@ int contain_capture_start(contain_capture **out, const char *netns, const char *
 	c->file_bytes = PCAP_FILE_HEADER;
 	if (!snaplen || snaplen > 65535)
 		snaplen = 65535;
-	if ((rc = enter_netns(netns, &saved)) != MAMORI_OK)
+	if (netns && (rc = contain_netns_enter(&saved, netns)) != MAMORI_OK)
 		goto done;
 	c->p = pcap_create(ifname, err);
 	if (!c->p) {
@@ -152,7 +115,9 @@ int contain_capture_start(contain_capture **out, const char *netns, const char *
 		goto back;
 	}
 back:
-	leave_netns(saved);
+	/* This thread must not go on inside the sample's namespace. */
+	if (contain_netns_leave(saved) != MAMORI_OK)
+		abort();
 	if (rc != MAMORI_OK)
 		goto done;
 	if (filter && *filter) {

@@ -28,6 +28,7 @@
 
 #include "capture.h"
 #include "mamori/base.h"
+#include "netns.h"
 
 static char ns[64], tmpdir[256];
 
@@ -98,16 +99,8 @@ static int teardown(void **state)
  * on a socket made inside the namespace. */
 static void send_udp(int n, size_t size)
 {
-	char path[128];
-	snprintf(path, sizeof(path), "/run/netns/%s", ns);
-	int nsfd = open(path, O_RDONLY), self = open("/proc/thread-self/ns/net", O_RDONLY);
-	assert_true(nsfd >= 0 && self >= 0);
-	assert_int_equal(setns(nsfd, CLONE_NEWNET), 0);
-	int s = socket(AF_INET, SOCK_DGRAM, 0);
-	assert_int_equal(setns(self, CLONE_NEWNET), 0);
-	close(nsfd);
-	close(self);
-	assert_true(s >= 0);
+	int s = -1;
+	assert_int_equal(contain_netns_socket(&s, ns, AF_INET, SOCK_DGRAM, 0), MAMORI_OK);
 	struct sockaddr_in src = { .sin_family = AF_INET },
 			   dst = { .sin_family = AF_INET, .sin_port = htons(9999) };
 	inet_pton(AF_INET, "10.77.0.1", &src.sin_addr);
