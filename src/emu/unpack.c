@@ -593,31 +593,12 @@ _Noreturn int mamori_unpack_worker_main(int argc, char **argv)
 	opt.lim.max_layers = (uint32_t)layers;
 	opt.lim.max_trace = (uint32_t)trace;
 	opt.lim.stop_at_wx = n != 0;
-	/* The sample: all of standard input, bounded. */
-	size_t cap = 1 << 20, len = 0;
-	uint8_t *data = malloc(cap);
-	for (;;) {
-		if (!data)
-			_exit(3);
-		if (len == cap) {
-			if (cap >= MAMORI_MAX_SAMPLE_SIZE)
-				_exit(3);
-			cap *= 2;
-			uint8_t *bigger = realloc(data, cap);
-			if (!bigger)
-				free(data);
-			data = bigger;
-			continue;
-		}
-		ssize_t got = read(0, data + len, cap - len);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0)
-			_exit(3);
-		if (got == 0)
-			break;
-		len += (size_t)got;
-	}
+	/* The sample: standard input is the memfd the parent wrote (a regular
+	 * file), read whole through the bounded file reader. */
+	uint8_t *data = NULL;
+	size_t len = 0;
+	if (mamori_file_read(&data, &len, "/proc/self/fd/0", MAMORI_MAX_SAMPLE_SIZE) != MAMORI_OK)
+		_exit(3);
 	worker_run(1, data, len, &opt, (uint32_t)timeout_ms);
 }
 

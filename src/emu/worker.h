@@ -8,7 +8,8 @@
 /**
  * The worker's main: options as "name=value" arguments (max_insns,
  * max_memory, max_api_calls, max_layers, max_trace, settle_insns,
- * stop_at_wx, timeout_ms, cmdline), the sample on standard input, one
+ * stop_at_wx, timeout_ms, cmdline), the sample on standard input (a
+ * regular file: the memfd mamori_unpack() writes), one
  * result frame on standard output. Never returns: exit code 0 after a
  * frame, 2 for bad arguments, 3/4 when no frame could be made or sent.
  */
