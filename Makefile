@@ -7,7 +7,7 @@ MAMORI     := $(BUILD)/mamori
 DEMO       ?= corpus/demo
 CORPUS     ?= corpus/full
 
-.PHONY: all deps build asan run test test-fast bench bench-unpack bench-views bench-disasm corpus demo-corpus disasm-truth train-disasm lint fuzz clean
+.PHONY: all deps build asan run test test-fast bench bench-contain bench-unpack bench-views bench-disasm corpus demo-corpus disasm-truth train-disasm lint fuzz clean
 
 all: build
 
@@ -58,6 +58,7 @@ bench: build
 	bench/run.sh --corpus $(CORPUS)
 	bench/unpack/run.sh --corpus $(CORPUS)
 	bench/disasm/run.sh | scripts/doc-section.py disasm docs/benchmarks.md "bench/disasm/run.sh"
+	$(MAKE) bench-contain
 
 lint: build
 	@scripts/install-deps.sh lint
@@ -69,6 +70,12 @@ fuzz:
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz out
+
+# The containment gateway benchmark (issue 5), as root: direct path vs the
+# relay and the whole gateway in lab namespaces (wrk, curl); the table goes
+# into docs/benchmarks.md. `make bench` runs it last.
+bench-contain: build
+	BUILD=$(BUILD) bench/contain/run.sh --doc
 
 # The unpacking benchmark alone (issue 4); `make bench` runs it too.
 bench-unpack: build

@@ -2,12 +2,12 @@
 # Build the loaders' libFuzzer targets with clang (ASan+UBSan) and run each
 # for SECONDS (default 600). New inputs go to build-fuzz/corpus-<target>
 # (seeded from fuzz/corpus/<target>); crashes to build-fuzz/artifacts-<target>/.
-# usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (targets: pe elf disasm emu proto fakesvc)
+# usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (targets: pe elf disasm emu proto fakesvc packet httpbody)
 set -eu
 cd "$(dirname "$0")/.."
 secs="${1:-600}"
 [ $# -gt 0 ] && shift
-targets="${*:-pe elf disasm emu proto fakesvc}"
+targets="${*:-pe elf disasm emu proto fakesvc packet httpbody}"
 build=build-fuzz
 if [ ! -d "$build" ]; then
 	CC=clang meson setup "$build" -Dfuzzing=true -Db_sanitize=address,undefined -Db_lundef=false \

@@ -15,8 +15,8 @@ set -eu
 
 build="gcc g++ make pkg-config meson ninja-build binutils libzydis-dev libjansson-dev libsqlite3-dev
  libssl-dev libcmocka-dev libxml2-utils python3 libfuzzy-dev libtlsh-dev libunicorn-dev wine64
- iproute2 iptables libmnl-dev libnetfilter-queue-dev libpcap-dev ngircd dnsmasq-base swaks hping3 tshark
- curl bind9-dnsutils util-linux procps"
+ iproute2 iptables libmnl-dev libnetfilter-queue-dev libpcap-dev ngircd dnsmasq-base swaks hping3 iputils-ping tshark
+ curl bind9-dnsutils util-linux procps jq"
 corpus="gcc make tcl gcc-mingw-w64-i686 gcc-mingw-w64-x86-64 binutils-mingw-w64 dpkg-dev python3"
 bench="ssdeep tlsh-tools libfuzzy-dev time"
 fuzz="clang libfuzzer-14-dev libclang-rt-14-dev"

@@ -1,14 +1,21 @@
 /*
- * `mamori contain report SESSION [--json]`: the communication features of
- * a containment session from its events (SESSION/events.jsonl, see
- * docs/contain-events.md). Writes SESSION/report.json and
- * SESSION/report.svg and prints a summary for people (or the JSON with
- * --json). The gateway itself (`mamori contain` running, `mamori sandbox
- * run`) is being built in issue 5.
+ * `mamori contain`: the containment gateway on its own.
+ *
+ * - `contain run [SESSION OPTIONS] [--duration S]` starts a session's
+ *   namespaces and gateway and keeps them until a signal (or S seconds),
+ *   so that another tool (the emulator, a VM, `ip netns exec`) puts what it
+ *   runs into the inmate namespace it prints; then writes the report.
+ * - `contain report SESSION [--json]`: the communication features of a
+ *   session from its events (SESSION/events.jsonl, see
+ *   docs/contain-events.md). Writes SESSION/report.json and
+ *   SESSION/report.svg and prints a summary for people (or the JSON).
+ * - `contain cleanup SESSION`: remove what a session that was killed
+ *   (SIGKILL, a crash) left behind, from its SESSION/net.txt.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -16,15 +23,28 @@
 #include "commands.h"
 #include "mamori/base.h"
 #include "mamori/contain.h"
+#include "netns.h"
+#include "session_cli.h"
 
 static void contain_usage(FILE *f)
 {
-	fprintf(f, "usage: mamori contain report SESSION [--json]\n"
-		   "  Read SESSION/events.jsonl and write SESSION/report.json (C&C endpoints with\n"
-		   "  protocol and identifiers, downloads with hashes, spam, floods, scans, DNS,\n"
-		   "  destinations) and SESSION/report.svg (a timeline of connections per destination\n"
-		   "  coloured by verdict, and a graph of the destinations). Prints a summary, or the\n"
-		   "  JSON with --json.\n");
+	fprintf(f,
+		"usage: mamori contain run [OPTIONS] [--duration S]\n"
+		"  Start a containment session: an inmate network namespace behind the gateway.\n"
+		"  Prints the inmate namespace; put what should run behind the gateway there (for\n"
+		"  example `ip netns exec NAME CMD`). Runs until SIGINT/SIGTERM or S seconds, then\n"
+		"  writes the report.\n"
+		"%s"
+		"  --duration S           stop after S seconds (default: run until a signal)\n"
+		"usage: mamori contain report SESSION [--json]\n"
+		"  Read SESSION/events.jsonl and write SESSION/report.json (C&C endpoints with\n"
+		"  protocol and identifiers, downloads with hashes, spam, floods, scans, DNS,\n"
+		"  destinations) and SESSION/report.svg (a timeline of connections per destination\n"
+		"  coloured by verdict, and a graph of the destinations). Prints a summary, or the\n"
+		"  JSON with --json.\n"
+		"usage: mamori contain cleanup SESSION\n"
+		"  Remove the namespaces of a session that was killed, from SESSION/net.txt.\n",
+		session_cli_usage);
 }
 
 /* The sample chose these strings (nicks, URIs, hosts): only printable
@@ -94,11 +114,27 @@ static void print_summary(const json_t *j, const char *dir)
 	for (int kk = 0; kk < 2; kk++) {
 		json_array_foreach(json_object_get(j, kinds[kk]), i, v)
 		{
-			printf("%-10s %.1f/s, %lld", kk ? "scan" : "flood",
+			/* "flood      203.0.113.66: pkt-rate 1192 in 1.0 s (drop)" */
+			const json_t *targets = json_object_get(v, "targets");
+			json_int_t window_ms = json_integer_value(json_object_get(v, "window_ms"));
+			printf("%-10s", kk ? "scan" : "flood");
+			print_list("", targets);
+			printf("           %s %lld in %.1f s, %.1f/s (%s)\n",
+			       json_string_value(json_object_get(v, "measure"))
+				       ? safe(json_object_get(v, "measure"), b1, sizeof(b1))
+				       : "count",
+			       (long long)json_integer_value(json_object_get(v, "count")),
+			       window_ms > 0 ? (double)window_ms / 1000.0 : 1.0,
 			       json_real_value(json_object_get(v, "rate")),
-			       (long long)json_integer_value(json_object_get(v, "count")));
-			print_list(" targets", json_object_get(v, "targets"));
+			       safe(json_object_get(v, "verdict"), b2, sizeof(b2)));
 		}
+	}
+	json_array_foreach(json_object_get(j, "dns"), i, v)
+	{
+		printf("dns        %s ->", safe(json_object_get(v, "qname"), b1, sizeof(b1)));
+		print_list("", json_object_get(v, "answers"));
+		if (json_is_true(json_object_get(v, "sinkholed")))
+			printf("           (the fake resolver answered)\n");
 	}
 	printf("report     %s/report.json  %s/report.svg\n", dir, dir);
 }
@@ -147,10 +183,72 @@ done:
 	return rc;
 }
 
+static int contain_run_cmd(int argc, char **argv)
+{
+	session_cli c = { .cmd = "contain" };
+	for (int i = 2; i < argc;) {
+		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(opt, "-h") || !strcmp(opt, "--help")) {
+			contain_usage(stdout);
+			return MAMORI_EXIT_OK;
+		}
+		int used = session_cli_option(&c, opt, val);
+		if (used < 0)
+			return MAMORI_EXIT_USAGE;
+		if (used == 0 && !strcmp(opt, "--duration")) {
+			if (!val) {
+				fprintf(stderr, "mamori contain: --duration needs a value\n");
+				return MAMORI_EXIT_USAGE;
+			}
+			if (!cli_parse_u64(&c.seconds, val, 1, 30ull * 86400u, "contain", "--duration"))
+				return MAMORI_EXIT_USAGE;
+			used = 2;
+		}
+		if (used == 0) {
+			fprintf(stderr, "mamori contain: unknown option '%s'\n", opt);
+			contain_usage(stderr);
+			return MAMORI_EXIT_USAGE;
+		}
+		i += used;
+	}
+	if (c.resolver) {
+		fprintf(stderr, "mamori contain: --resolver is for `sandbox run`: the inmate's files are "
+				"not ours here\n");
+		return MAMORI_EXIT_USAGE;
+	}
+	if (geteuid() != 0) {
+		fprintf(stderr, "mamori contain: needs root (network namespaces)\n");
+		return MAMORI_EXIT_USAGE;
+	}
+	return session_cli_run(&c, NULL);
+}
+
+static int contain_cleanup_cmd(const char *dir)
+{
+	char path[4200];
+	if ((size_t)snprintf(path, sizeof path, "%s/net.txt", dir) >= sizeof path) {
+		fprintf(stderr, "mamori contain: session path too long\n");
+		return MAMORI_EXIT_USAGE;
+	}
+	if (geteuid() != 0) {
+		fprintf(stderr, "mamori contain: needs root (network namespaces)\n");
+		return MAMORI_EXIT_USAGE;
+	}
+	int err = contain_session_net_cleanup_file(path);
+	if (err != MAMORI_OK) {
+		cli_report_error("contain", path, err);
+		return mamori_exit_code(err);
+	}
+	printf("cleanup    %s: the session's namespaces are gone\n", dir);
+	return MAMORI_EXIT_OK;
+}
+
 int cmd_contain(int argc, char **argv)
 {
 	const char *sub = NULL, *dir = NULL;
 	bool as_json = false;
+	if (argc >= 2 && !strcmp(argv[1], "run"))
+		return contain_run_cmd(argc, argv);
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
 			contain_usage(stdout);
@@ -170,9 +268,10 @@ int cmd_contain(int argc, char **argv)
 			return MAMORI_EXIT_USAGE;
 		}
 	}
-	if (!sub || strcmp(sub, "report") != 0 || !dir) {
-		contain_usage(stderr);
-		return MAMORI_EXIT_USAGE;
-	}
-	return contain_report_cmd(dir, as_json);
+	if (sub && dir && !strcmp(sub, "report"))
+		return contain_report_cmd(dir, as_json);
+	if (sub && dir && !strcmp(sub, "cleanup") && !as_json)
+		return contain_cleanup_cmd(dir);
+	contain_usage(stderr);
+	return MAMORI_EXIT_USAGE;
 }

@@ -1,26 +1,37 @@
 /*
- * The containment gateway of one session (internal to src/contain): the TCP
- * relay in the gateway namespace with a verdict callback that classifies a
- * flow's first bytes (proto.h), records it in the flood/scan detector and
- * evaluates the policy (policy.h); FORWARD relays upstream, REFLECT hands the
- * connection to the fake service the verdict names (fakesvc.h) through a
- * socket pair, so that the gateway sees and parses both directions of a
- * reflected flow too; DROP resets. Every flow gives `flow_start` (verdict
- * and rule), the protocol events (http, irc, smtp) and `flow_end` in the
- * session's event log (SESSION/events.jsonl, and the database if given);
- * the inmate side is captured into SESSION/inmate.pcap; mail reflected to
- * the SMTP sink lands in SESSION/mail/.
+ * The containment gateway of one session (internal to src/contain; guide in
+ * docs/containment.md). Three front ends share one verdict path:
  *
- * Limits of this first slice: TCP only (UDP and DNS through TPROXY and the
- * NFQUEUE path are not served yet: such packets are dropped by the session's
- * rules); LIMIT is carried out as FORWARD without a byte budget (the relay
- * has none yet; the event still says "limit"); a server-speaks-first flow
- * that sends nothing within the first wait is classified by its port (25,
- * 465, 587, 2525: smtp; 21: ftp) and marked "proto_by": "port". A
- * download is the body of the first 200 response of a forwarded HTTP flow
- * (not chunked, at most 64 MiB): it goes into the sample store and gives a
- * `download` event with its URL and SHA-256; later responses on a
- * kept-alive connection are not yet extracted.
+ * - TCP: the relay (relay.h) in the gateway namespace. The first bytes are
+ *   classified (proto.h); the flow is recorded in the flood/scan detector
+ *   and the policy decides (policy.h). FORWARD relays upstream, LIMIT
+ *   forwards within the rule's byte budget and rate, REFLECT hands the
+ *   connection to the fake service the verdict names (fakesvc.h) through a
+ *   socket pair, so that the gateway parses both directions of a reflected
+ *   flow too, and DROP resets.
+ * - UDP: the TPROXY relay (udp.h), flow by flow; REFLECT answers DNS with
+ *   the fake resolver and swallows the rest. LIMIT forwards (no byte budget
+ *   for datagrams).
+ * - Everything else: the NFQUEUE listener (nfq.h). A flow per (protocol,
+ *   source, destination, ICMP type); FORWARD accepts (out by the lab link;
+ *   with --upstream host there is none, so it drops), the rest drops. The
+ *   verdict of a forwarded packet flow is re-taken every 100 ms, so that a
+ *   ping flood turns into DROP.
+ *
+ * The session capture (capture.h, SESSION/inmate.pcap) also hands every
+ * packet from the inmate to the detector: SYNs (which the relay never sees
+ * when a handshake is not completed), datagrams and other packets. The
+ * policy's flood and scan rules are then checked for that destination, at
+ * most every 50 ms, so SYN floods and SYN scans give `detect` events too.
+ *
+ * Every flow gives `flow_start` (verdict and rule), the protocol events
+ * (dns, http, irc, smtp) and `flow_end` in the session's event log
+ * (SESSION/events.jsonl, and the database if given). Mail reflected to the
+ * SMTP sink lands in SESSION/mail/. A download is the body of the first 200
+ * response of a forwarded HTTP flow (not chunked, complete as its
+ * Content-Length says, at most 64 MiB): it goes into the sample store (and
+ * the database's samples) and gives a `download` event with its URL and
+ * SHA-256; later responses on a kept-alive connection are not extracted.
  */
 #ifndef MAMORI_CONTAIN_GATEWAY_H
 #define MAMORI_CONTAIN_GATEWAY_H
@@ -41,6 +52,9 @@ typedef struct contain_gateway_opts {
 	 *  to this lab namespace (it must be the net's upstream). NULL: nothing
 	 *  is forwarded, every flow is reflected. */
 	const char *upstream_netns;
+	/** FORWARD connects from the caller's own namespace (`--upstream host`:
+	 *  the host's network, as a real deployment does). Excludes upstream_netns. */
+	bool upstream_host;
 	mamori_db *db;		/**< borrowed, may be NULL: events also go there */
 	const char *store_dir;	/**< sample store for downloads; NULL: SESSION/store */
 	unsigned first_wait_ms; /**< wait for first bytes; 0: 300 */
@@ -52,7 +66,7 @@ typedef struct contain_gateway contain_gateway;
 
 typedef struct contain_gateway_stats {
 	uint64_t flows, forwarded, reflected, dropped, events, capture_packets;
-	uint64_t refused_over_cap; /**< reset by the relay before any verdict (too many at once) */
+	uint64_t refused_over_cap; /**< TCP reset, UDP dropped before any verdict (too many at once) */
 } contain_gateway_stats;
 
 /** Open the event log, start the capture and the relay. `*out` belongs to
@@ -60,6 +74,9 @@ typedef struct contain_gateway_stats {
 int contain_gateway_start(contain_gateway **out, const contain_gateway_opts *o);
 /** The session's event log (borrowed), for session_start/session_end. */
 mamori_eventlog *contain_gateway_eventlog(contain_gateway *gw);
+/** The counts so far, while the gateway runs (flows, verdicts, refusals;
+ *  events and capture_packets are filled only by contain_gateway_stop). */
+void contain_gateway_peek(contain_gateway *gw, contain_gateway_stats *out);
 /** Stop the relay (ending every flow), the capture and the log; fill
  *  `stats` (may be NULL). NULL is fine. */
 void contain_gateway_stop(contain_gateway *gw, contain_gateway_stats *stats);

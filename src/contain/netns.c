@@ -35,13 +35,16 @@
 
 #include "mamori/base.h"
 
-#define NETNS_RUN_DIR  "/run/netns"
-#define TPROXY_TABLE   100
-#define TPROXY_MARK    1u
-#define GW_INMATE_IF   "inmate0"
-#define GW_UPSTREAM_IF "up0"
-#define INMATE_IF      "eth0"
-#define RECORD_MAX     4096
+#define NETNS_RUN_DIR	"/run/netns"
+#define GW_VOID_IF	"void0" /* the dead end of the gateway's default route */
+#define GW_VOID_PEER_IF "void1"
+#define TPROXY_TABLE	100
+#define DEAD_END_TABLE	101
+#define TPROXY_MARK	1u
+#define GW_INMATE_IF	"inmate0"
+#define GW_UPSTREAM_IF	"up0"
+#define INMATE_IF	"eth0"
+#define RECORD_MAX	4096
 
 bool contain_netns_name_ok(const char *name)
 {
@@ -359,6 +362,36 @@ static int tproxy_rule_add(rtnl *nl)
 	return route_change(nl, &local);
 }
 
+/* A default route into a dead end, for packets from the inmate only: a
+ * veth pair with both ends in the gateway namespace (void0, void1). Inmate
+ * packets to any address, not only to the two upstream ranges, are then
+ * routed, so they reach FORWARD and NFQUEUE and get a verdict and an event
+ * instead of an ICMP "net unreachable" from the kernel; whatever is let
+ * through to an address without an upstream route goes out void0 and ends
+ * at void1, where FORWARD drops it. The rule comes after the main table,
+ * so the upstream routes win, and the gateway's own sockets never use it:
+ * a FORWARD to an unroutable address fails at once. */
+static int dead_end_add(rtnl *nl)
+{
+	struct nlmsghdr *nlh = rtnl_msg(nl, RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL);
+	struct fib_rule_hdr *frh = mnl_nlmsg_put_extra_header(nlh, sizeof *frh);
+	frh->family = AF_INET;
+	frh->action = FR_ACT_TO_TBL;
+	frh->table = DEAD_END_TABLE;
+	mnl_attr_put_strz(nlh, FRA_IFNAME, GW_INMATE_IF);
+	mnl_attr_put_u32(nlh, FRA_TABLE, DEAD_END_TABLE);
+	mnl_attr_put_u32(nlh, FRA_PRIORITY, 40000);
+	int r = rtnl_talk(nl, nlh);
+	if (r != 0)
+		return r;
+	route_spec dead_end = { .msg = RTM_NEWROUTE,
+				.type = RTN_UNICAST,
+				.scope = RT_SCOPE_LINK,
+				.table = DEAD_END_TABLE,
+				.oif = GW_VOID_IF };
+	return route_change(nl, &dead_end);
+}
+
 static int parse_cidr(const char *cidr, struct in_addr *addr, unsigned *len)
 {
 	char buf[32];
@@ -650,6 +683,20 @@ static int setup_gateway(rtnl *nl, void *arg)
 		rc = nl_check(link_set_up(nl, GW_INMATE_IF), "gateway link up");
 	if (rc == MAMORI_OK)
 		rc = nl_check(tproxy_rule_add(nl), "TPROXY routing");
+	/* A default route into a dead end (dead_end_add) for inmate packets. */
+	int own = -1;
+	if (rc == MAMORI_OK && (own = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) < 0)
+		rc = mamori_fail(MAMORI_EIO, "netns: own namespace: %s", strerror(errno));
+	if (rc == MAMORI_OK)
+		rc = nl_check(veth_create(nl, GW_VOID_IF, GW_VOID_PEER_IF, own), "dead-end veth");
+	if (own >= 0)
+		close(own);
+	if (rc == MAMORI_OK)
+		rc = nl_check(link_set_up(nl, GW_VOID_IF), "dead-end link up");
+	if (rc == MAMORI_OK)
+		rc = nl_check(link_set_up(nl, GW_VOID_PEER_IF), "dead-end peer up");
+	if (rc == MAMORI_OK)
+		rc = nl_check(dead_end_add(nl), "dead-end routing");
 	/* The kernel must route inmate packets at all for FORWARD (and so
 	 * NFQUEUE) to see them; the FORWARD policy DROP keeps them from going
 	 * anywhere. No second IP stack, and no reverse-path surprises for
@@ -786,7 +833,7 @@ done:
 static int gateway_rules(const contain_session_net *net)
 {
 	char gw[INET_ADDRSTRLEN];
-	char rules[1536];
+	char rules[2048];
 	inet_ntop(AF_INET, &net->gateway_addr, gw, sizeof gw);
 	/* A packet that the gateway lets through NFQUEUE leaves by up0 with the
 	 * gateway's address there, so that the upstream side needs no route to
@@ -794,6 +841,15 @@ static int gateway_rules(const contain_session_net *net)
 	 * own sockets for them. */
 	const char *masquerade =
 		net->upstream_ns[0] != '\0' ? "-A POSTROUTING -o " GW_UPSTREAM_IF " -j MASQUERADE\n" : "";
+	/* Their answers come back: only to what went out (conntrack), and
+	 * never TCP or UDP, which have no business on this path. */
+	const char *answers =
+		net->upstream_ns[0] != '\0'
+			? "-A FORWARD -i " GW_UPSTREAM_IF " -o " GW_INMATE_IF " -p tcp -j DROP\n"
+			  "-A FORWARD -i " GW_UPSTREAM_IF " -o " GW_INMATE_IF " -p udp -j DROP\n"
+			  "-A FORWARD -i " GW_UPSTREAM_IF " -o " GW_INMATE_IF
+			  " -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
+			: "";
 	/* FORWARD drops TCP and UDP outright: they were diverted before routing,
 	 * so any that reach FORWARD slipped past interception. Everything else
 	 * from the inmate waits in NFQUEUE for the gateway (no --queue-bypass: no
@@ -817,10 +873,11 @@ static int gateway_rules(const contain_session_net *net)
 			 "-A FORWARD -i " GW_INMATE_IF " -p tcp -j DROP\n"
 			 "-A FORWARD -i " GW_INMATE_IF " -p udp -j DROP\n"
 			 "-A FORWARD -i " GW_INMATE_IF " -j NFQUEUE --queue-num %u\n"
+			 "%s"
 			 "-A FORWARD -j DROP\n"
 			 "COMMIT\n",
-			 net->udp_port, gw, TPROXY_MARK, TPROXY_MARK, net->tcp_port, masquerade,
-			 net->nfqueue);
+			 net->udp_port, gw, TPROXY_MARK, TPROXY_MARK, net->tcp_port, masquerade, net->nfqueue,
+			 answers);
 	if (n < 0 || (size_t)n >= sizeof rules)
 		return mamori_fail(MAMORI_ELIMIT, "netns: rule text too long");
 	return load_iptables(net->gateway_ns, rules);

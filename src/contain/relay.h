@@ -7,7 +7,12 @@
  * verdict callback what to do: FORWARD opens a real connection to the
  * original destination from inside the upstream namespace and relays both
  * ways with byte counts; DROP closes (with a reset); REFLECT hands the
- * descriptor to a callback (a fake service).
+ * descriptor to a callback (a fake service). LIMIT is FORWARD with limits
+ * that decide fills in (relay_limits): a byte budget for the flow, counted
+ * over both directions together (the first bytes included), past which the
+ * flow is cut (reset toward the inmate, closed upstream); and a byte rate,
+ * one token bucket shared by both directions, which slows the flow down but
+ * never ends it.
  *
  * One thread per connection, up to a cap; connections above the cap are
  * reset at once and counted. Without an upstream namespace nothing is ever
@@ -21,6 +26,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/** Limits on one forwarded flow; zero means none. */
+typedef struct relay_limits {
+	uint64_t byte_budget; /**< most bytes up + down together, first bytes included */
+	uint64_t byte_rate;   /**< bytes per second, up + down together (token bucket) */
+} relay_limits;
 
 typedef enum relay_verdict {
 	RELAY_FORWARD = 1,
@@ -39,6 +50,9 @@ typedef struct relay_flow {
 	uint64_t bytes_up;	     /**< inmate -> upstream, including the first bytes */
 	uint64_t bytes_down;	     /**< upstream -> inmate */
 	int upstream_errno;	     /**< why FORWARD failed to connect; 0 otherwise */
+	relay_limits limits;	     /**< as decide set them (FORWARD only) */
+	bool limited;		     /**< cut because it wanted more than limits.byte_budget */
+	double throttled_s;	     /**< seconds the rate limit held the flow back */
 } relay_flow;
 
 /* Every callback runs on the flow's own thread, so several run at once:
@@ -46,15 +60,20 @@ typedef struct relay_flow {
  * handler too), since contain_relay_stop() waits for them. */
 
 /** Verdict on a new flow, from its first `n` payload bytes (n may be 0 when
- *  the client waits for the server to speak first). Returns a relay_verdict. */
-typedef int (*relay_decide_fn)(void *ctx, const relay_flow *f, const uint8_t *first, size_t n);
+ *  the client waits for the server to speak first). Returns a relay_verdict.
+ *  `lim` is zeroed on entry; for a limited FORWARD set its fields. */
+typedef int (*relay_decide_fn)(void *ctx, const relay_flow *f, const uint8_t *first, size_t n,
+			       relay_limits *lim);
 /** REFLECT: the callee owns `fd` (must close it); `first` was already read
  *  from it. Runs on the connection's own thread. */
 typedef void (*relay_reflect_fn)(void *ctx, const relay_flow *f, int fd, const uint8_t *first, size_t n);
 /** Called once per accepted flow when it ends, with final counts. */
 typedef void (*relay_end_fn)(void *ctx, const relay_flow *f);
 /** FORWARD: every chunk relayed, after it was passed on; `up` is true for
- *  inmate -> upstream. The first bytes come first, as one chunk. */
+ *  inmate -> upstream. The first bytes come first, as one chunk. A callback
+ *  that needs no more of one direction says so with
+ *  contain_relay_data_enough(); the relay then moves that direction without
+ *  a copy to user space (splice only). Chunks are at most 1 MiB. */
 typedef void (*relay_data_fn)(void *ctx, const relay_flow *f, bool up, const uint8_t *data, size_t n);
 
 typedef struct contain_relay_config {
@@ -72,12 +91,14 @@ typedef struct contain_relay_config {
 	relay_decide_fn decide;	     /**< required */
 	relay_reflect_fn reflect;    /**< optional */
 	relay_end_fn on_end;	     /**< optional */
-	relay_data_fn on_data;	     /**< optional; when set, bytes are copied instead of spliced */
+	relay_data_fn on_data;	     /**< optional; when set, each chunk is also copied out for it */
 	void *ctx;
 } contain_relay_config;
 
 typedef struct contain_relay_stats {
 	uint64_t accepted, refused_over_cap, forwarded, dropped, reflected, upstream_failed;
+	uint64_t limited;   /**< forwarded flows cut at their byte budget */
+	uint64_t throttled; /**< forwarded flows the byte rate held back at least once */
 	unsigned active;
 } contain_relay_stats;
 
@@ -87,6 +108,9 @@ typedef struct contain_relay contain_relay;
 int contain_relay_start(contain_relay **out, const contain_relay_config *cfg);
 uint16_t contain_relay_port(const contain_relay *r);
 void contain_relay_stats_get(contain_relay *r, contain_relay_stats *out);
+/** From inside on_data only (the flow's own thread, `f` as passed there):
+ *  no more on_data calls for direction `up` of this flow. */
+void contain_relay_data_enough(const relay_flow *f, bool up);
 /** Stop accepting, end every connection, wait for their threads and free.
  *  Accepts NULL. */
 void contain_relay_stop(contain_relay *r);

@@ -290,9 +290,53 @@ static void on_download(mamori_contain_report *r, const json_t *ev)
 					json_integer_value(json_object_get(ev, "size"))));
 }
 
+/* A session-wide measure (distinct-dst: a scan of a range) fires once per
+ * new host; those events are one scan, so they merge into one entry whose
+ * targets grow and whose count and rate are the highest seen. True when
+ * `ev` merged. */
+static bool merge_detect(mamori_contain_report *r, const json_t *ev)
+{
+	char kind[REPORT_MAX_STR], measure[REPORT_MAX_STR];
+	if (!str_field(ev, "measure", measure) || strcmp(measure, "distinct-dst") != 0 ||
+	    !str_field(ev, "kind", kind))
+		return false;
+	size_t i;
+	json_t *d;
+	json_array_foreach(r->detects, i, d)
+	{
+		if (strcmp(json_string_value(json_object_get(d, "kind")), kind) != 0 ||
+		    !json_string_value(json_object_get(d, "measure")) ||
+		    strcmp(json_string_value(json_object_get(d, "measure")), measure) != 0)
+			continue;
+		json_t *targets = json_object_get(d, "targets");
+		size_t k;
+		json_t *x;
+		json_array_foreach(json_object_get(ev, "targets"), k, x)
+		{
+			bool seen = !json_is_string(x) || json_array_size(targets) >= REPORT_MAX_SET;
+			size_t m;
+			json_t *y;
+			json_array_foreach(targets, m, y) seen = seen || json_equal(x, y);
+			if (!seen) {
+				char v[REPORT_MAX_STR];
+				snprintf(v, sizeof(v), "%s", json_string_value(x));
+				json_array_append_new(targets, json_string(v));
+			}
+		}
+		json_int_t count = json_integer_value(json_object_get(ev, "count"));
+		if (count > json_integer_value(json_object_get(d, "count"))) {
+			json_object_set_new(d, "count", json_integer(count));
+			json_object_set_new(d, "rate",
+					    json_real(json_number_value(json_object_get(ev, "rate"))));
+		}
+		return true;
+	}
+	return false;
+}
+
 static void on_detect(mamori_contain_report *r, const json_t *ev)
 {
-	if (json_array_size(r->detects) >= REPORT_MAX_SET)
+	if (merge_detect(r, ev) || json_array_size(r->detects) >= REPORT_MAX_SET)
 		return;
 	char kind[REPORT_MAX_STR];
 	json_t *targets = json_array();
@@ -307,14 +351,20 @@ static void on_detect(mamori_contain_report *r, const json_t *ev)
 		}
 	}
 	json_t *rate = json_object_get(ev, "rate");
-	json_array_append_new(r->detects,
-			      json_pack("{s:s, s:o, s:f, s:I, s:s}", "kind",
-					str_field(ev, "kind", kind) ? kind : "?", "targets", targets, "rate",
-					json_number_value(rate), "count",
-					json_integer_value(json_object_get(ev, "count")), "verdict",
-					json_string_value(json_object_get(ev, "verdict"))
-						? json_string_value(json_object_get(ev, "verdict"))
-						: "?"));
+	json_t *d = json_pack("{s:s, s:o, s:f, s:I, s:s}", "kind", str_field(ev, "kind", kind) ? kind : "?",
+			      "targets", targets, "rate", json_number_value(rate), "count",
+			      json_integer_value(json_object_get(ev, "count")), "verdict",
+			      json_string_value(json_object_get(ev, "verdict"))
+				      ? json_string_value(json_object_get(ev, "verdict"))
+				      : "?");
+	/* What was counted (conn-rate, pkt-rate, distinct-port, ...) and over
+	 * how long, when the event says. */
+	char measure[REPORT_MAX_STR];
+	if (d && str_field(ev, "measure", measure))
+		json_object_set_new(d, "measure", json_string(measure));
+	if (d && json_is_integer(json_object_get(ev, "window_ms")))
+		json_object_set(d, "window_ms", json_object_get(ev, "window_ms"));
+	json_array_append_new(r->detects, d);
 }
 
 static void on_dns(mamori_contain_report *r, const json_t *ev)

@@ -70,10 +70,10 @@ static int open_capture(int *out_fd, const char *dir, const char *name)
 
 typedef struct child_plan {
 	int netfd, outfd, errfd, nullfd, errpipe;
-	const char *program, *cwd;
+	const char *program, *cwd, *resolv_conf;
 	char *const *argv, *const *envp;
 	struct rlimit cpu, as, nproc, nofile;
-	bool drop, keep_caps;
+	bool drop, keep_caps, raw;
 	uid_t uid;
 	gid_t gid;
 } child_plan;
@@ -86,6 +86,7 @@ enum child_step {
 	STEP_MOUNT_PROC,
 	STEP_UMOUNT_SYS,
 	STEP_MOUNT_SYS,
+	STEP_MOUNT_RESOLV,
 	STEP_RLIMIT,
 	STEP_STDIO,
 	STEP_CHDIR,
@@ -106,6 +107,7 @@ static const char *const step_names[STEP_COUNT] = {
 	[STEP_MOUNT_PROC] = "mount /proc",
 	[STEP_UMOUNT_SYS] = "umount /sys",
 	[STEP_MOUNT_SYS] = "mount /sys",
+	[STEP_MOUNT_RESOLV] = "bind-mount /etc/resolv.conf",
 	[STEP_RLIMIT] = "setrlimit",
 	[STEP_STDIO] = "stdio",
 	[STEP_CHDIR] = "chdir",
@@ -130,24 +132,37 @@ static _Noreturn void child_fail(const child_plan *p, enum child_step step)
 /* Root without capabilities: it cannot setns() back out, mount, load
  * modules or touch iptables, and exec cannot give them back (securebits
  * locked, bounding set empty, no_new_privs). Kernels newer than our headers
- * may know more capabilities: the bounding loop runs until EINVAL. */
+ * may know more capabilities: the bounding loop runs until EINVAL. With
+ * raw_sockets, CAP_NET_RAW alone stays, as an ambient capability so that it
+ * survives exec: raw packets can only leave the inmate's namespace by its
+ * veth, into the gateway's rules. */
 static void drop_capabilities(const child_plan *p)
 {
-	if (prctl(PR_SET_SECUREBITS,
-		  SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
-			  SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED,
-		  0, 0, 0) != 0)
+	/* ping sets PR_SET_KEEPCAPS itself before it drops to what it needs, and
+	 * fails when that bit is locked: with raw sockets it stays unlocked
+	 * (it matters only across setuid, and the bounding set holds
+	 * CAP_NET_RAW alone). */
+	unsigned long bits = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+			     SECBIT_NO_SETUID_FIXUP_LOCKED | (p->raw ? 0 : SECBIT_KEEP_CAPS_LOCKED);
+	if (prctl(PR_SET_SECUREBITS, bits, 0, 0, 0) != 0)
 		child_fail(p, STEP_SECUREBITS);
-	for (unsigned long cap = 0; cap < 64; cap++)
+	for (unsigned long cap = 0; cap < 64; cap++) {
+		if (p->raw && cap == CAP_NET_RAW)
+			continue;
 		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno == EINVAL)
 			break;
+	}
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
 		child_fail(p, STEP_AMBIENT);
 	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
 	struct __user_cap_data_struct data[2];
 	memset(data, 0, sizeof data);
+	if (p->raw) /* CAP_NET_RAW is 13: the first word */
+		data[0].effective = data[0].permitted = data[0].inheritable = 1u << CAP_NET_RAW;
 	if (syscall(SYS_capset, &hdr, data) != 0)
 		child_fail(p, STEP_CAPSET);
+	if (p->raw && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_RAW, 0, 0) != 0)
+		child_fail(p, STEP_AMBIENT);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
 		child_fail(p, STEP_NO_NEW_PRIVS);
 }
@@ -171,6 +186,12 @@ static _Noreturn void child_main(const child_plan *p)
 		child_fail(p, STEP_UMOUNT_SYS);
 	if (mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
 		child_fail(p, STEP_MOUNT_SYS);
+	/* The session's resolver; read-only, so the command cannot change it
+	 * for the next one (the mount is private to this namespace anyway). */
+	if (p->resolv_conf &&
+	    (mount(p->resolv_conf, "/etc/resolv.conf", NULL, MS_BIND, NULL) != 0 ||
+	     mount(NULL, "/etc/resolv.conf", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) != 0))
+		child_fail(p, STEP_MOUNT_RESOLV);
 	if (setrlimit(RLIMIT_CPU, &p->cpu) != 0 || setrlimit(RLIMIT_AS, &p->as) != 0 ||
 	    setrlimit(RLIMIT_NPROC, &p->nproc) != 0 || setrlimit(RLIMIT_NOFILE, &p->nofile) != 0)
 		child_fail(p, STEP_RLIMIT);
@@ -192,7 +213,7 @@ static _Noreturn void child_main(const child_plan *p)
 
 static struct rlimit limit_of(uint64_t v, uint64_t dflt)
 {
-	rlim_t x = (rlim_t)(v != 0 ? v : dflt);
+	rlim_t x = v == UINT64_MAX ? RLIM_INFINITY : (rlim_t)(v != 0 ? v : dflt);
 	struct rlimit r = { .rlim_cur = x, .rlim_max = x };
 	return r;
 }
@@ -224,6 +245,7 @@ int contain_sandbox_run(contain_sandbox_result *out, const contain_sandbox_confi
 	p.errpipe = pipefd[1];
 	p.program = program;
 	p.cwd = cfg->cwd != NULL ? cfg->cwd : cfg->session_dir;
+	p.resolv_conf = cfg->resolv_conf;
 	p.argv = cfg->argv;
 	p.envp = cfg->envp != NULL ? cfg->envp : default_env;
 	p.cpu = limit_of(cfg->cpu_seconds, 60);
@@ -232,6 +254,7 @@ int contain_sandbox_run(contain_sandbox_result *out, const contain_sandbox_confi
 	p.nofile = limit_of(cfg->max_files, 256);
 	p.drop = cfg->drop_privileges;
 	p.keep_caps = cfg->keep_capabilities;
+	p.raw = cfg->raw_sockets;
 	p.uid = cfg->uid;
 	p.gid = cfg->gid;
 
@@ -263,7 +286,9 @@ int contain_sandbox_run(contain_sandbox_result *out, const contain_sandbox_confi
 	unsigned timeout_ms = cfg->timeout_ms != 0 ? cfg->timeout_ms : 60000;
 	pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
 	if (pidfd >= 0) {
-		struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+		struct pollfd pfd[2] = { { .fd = pidfd, .events = POLLIN },
+					 { .fd = cfg->cancel_fd > 0 ? cfg->cancel_fd : -1,
+					   .events = POLLIN } };
 		double deadline = t0 + timeout_ms / 1000.0;
 		for (;;) {
 			double left = deadline - mamori_now();
@@ -271,14 +296,18 @@ int contain_sandbox_run(contain_sandbox_result *out, const contain_sandbox_confi
 				out->timed_out = true;
 				break;
 			}
-			int n = poll(&pfd, 1, (int)(left * 1000.0) + 1);
-			if (n > 0)
+			int n = poll(pfd, 2, (int)(left * 1000.0) + 1);
+			if (n > 0 && pfd[0].revents)
 				break;
+			if (n > 0 && pfd[1].revents) {
+				out->cancelled = true;
+				break;
+			}
 			if (n < 0 && errno != EINTR)
 				break;
 		}
 	}
-	if (out->timed_out)
+	if (out->timed_out || out->cancelled)
 		kill((pid_t)pid, SIGKILL);
 	int status = 0;
 	while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Lab helper for the containment tests (tests/contain/test_netns.c).
+# Lab helper for the containment tests (tests/contain/lab.c and e2e.sh).
 #
 #   lab.sh list    what test runs left behind (namespaces, blackhole routes)
 #   lab.sh clean   remove what belongs to test processes that no longer run
@@ -38,9 +38,10 @@ clean)
 	done
 	blackholes | while read -r dst metric; do
 		# The metric keeps only pid % 100000: remove the route when no
-		# test_netns process with such a pid runs.
+		# process with such a pid runs (any test, or mamori-using script).
 		in_use=0
-		for p in $(pgrep -x test_netns 2>/dev/null || true); do
+		for d in /proc/[0-9]*; do
+			p=${d#/proc/}
 			[ $((4200000 + p % 100000)) -eq "$metric" ] && in_use=1
 		done
 		if [ "$in_use" -eq 0 ]; then

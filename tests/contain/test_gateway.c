@@ -25,9 +25,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
-#include <linux/if_packet.h>
-#include <net/ethernet.h>
 #include <netinet/ip.h>
 #include <poll.h>
 #include <pthread.h>
@@ -42,73 +39,67 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <sqlite3.h>
 
 #include "gateway.h"
+#include "lab.h"
 #include "mamori/base.h"
 #include "mamori/contain.h"
 #include "netns.h"
 #include "sandbox.h"
 
-#define HTTP_ADDR      "198.51.100.10"
-#define SMTP_ADDR      "203.0.113.25"
-#define GW_TCP_PORT    15001
-#define GW_UDP_PORT    15053
-#define BLACKHOLE_BASE 4200000u
-#define MAX_SESSIONS   5
-#define FILE_SIZE      6000
+#define HTTP_ADDR  "198.51.100.10"
+#define SMTP_ADDR  "203.0.113.25"
+#define FLOOD_ADDR "203.0.113.66"
+#define PING_ADDR  "198.51.100.10"
+#define FILE_SIZE  6000
 
-static const char *const lab_ranges[] = { "198.51.100.0/24", "203.0.113.0/24" };
 static const char *mamori_prog;
 
+/* This test's own part of the lab (lab.h has the namespaces). */
 static struct {
-	bool ready;
-	char pid_tag[8];
-	char internet[CONTAIN_NAME_MAX];
-	char dir[64];
-	uint32_t metric;
-	bool blackholes;
-	contain_session_net sessions[MAX_SESSIONS];
-	bool used[MAX_SESSIONS];
-	int http_fd, count_fd;
+	int http_fd;
 	atomic_bool stop;
 	atomic_ulong port25, port80; /* TCP packets arriving in the internet namespace */
-	pthread_t http_thread, count_thread;
+	atomic_ulong icmp, flood;    /* ICMP packets, and any packet to FLOOD_ADDR, arriving there */
+	pthread_t http_thread;
 	bool threads;
 	char file[FILE_SIZE + 1];
-} lab = { .http_fd = -1, .count_fd = -1 };
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void lab_cleanup(void)
-{
-	for (int i = 0; i < MAX_SESSIONS; i++) {
-		if (lab.used[i])
-			contain_session_net_destroy(&lab.sessions[i]);
-		lab.used[i] = false;
-	}
-	if (lab.internet[0] != '\0')
-		contain_netns_del(lab.internet);
-	if (lab.blackholes) {
-		for (size_t i = 0; i < 2; i++)
-			contain_netns_blackhole(false, lab_ranges[i], lab.metric);
-		lab.blackholes = false;
-	}
-}
-
-static void on_signal(int sig)
-{
-	lab_cleanup();
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
+} lab = { .http_fd = -1 };
 
 /* HTTP/1.0 server of one file: read the request head (bounded), answer. */
+/* Answer one request head in `req`: /chunked in chunks of 1000 bytes,
+ * anything else with a length. HTTP/1.1 keeps the connection. */
+static bool http_answer(int c, const char *req)
+{
+	bool chunked = strstr(req, " /chunked ") != NULL;
+	bool keep = strstr(req, "HTTP/1.1\r\n") != NULL;
+	char head[160];
+	int hl = chunked ? snprintf(head, sizeof head,
+				    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+				    "Transfer-Encoding: chunked\r\n\r\n")
+			 : snprintf(head, sizeof head,
+				    "HTTP/%s 200 OK\r\nContent-Type: application/octet-stream\r\n"
+				    "Content-Length: %d\r\n\r\n",
+				    keep ? "1.1" : "1.0", FILE_SIZE);
+	if (send(c, head, (size_t)hl, MSG_NOSIGNAL) != hl)
+		return false;
+	if (!chunked)
+		return send(c, lab.file, FILE_SIZE, MSG_NOSIGNAL) == FILE_SIZE && keep;
+	for (size_t off = 0; off < FILE_SIZE; off += 1000) {
+		size_t n = FILE_SIZE - off < 1000 ? FILE_SIZE - off : 1000;
+		char size_line[32];
+		int sl = snprintf(size_line, sizeof size_line, "%zx\r\n", n);
+		if (send(c, size_line, (size_t)sl, MSG_NOSIGNAL) != sl ||
+		    send(c, lab.file + off, n, MSG_NOSIGNAL) != (ssize_t)n ||
+		    send(c, "\r\n", 2, MSG_NOSIGNAL) != 2)
+			return false;
+	}
+	return send(c, "0\r\n\r\n", 5, MSG_NOSIGNAL) == 5 && keep;
+}
+
+/* HTTP server of one file: reads each request head (bounded) and answers;
+ * HTTP/1.1 connections stay open for the next request. */
 static void *http_main(void *arg)
 {
 	(void)arg;
@@ -119,27 +110,23 @@ static void *http_main(void *arg)
 		int c = accept(lab.http_fd, NULL, NULL);
 		if (c < 0)
 			continue;
-		char req[4096];
-		size_t got = 0;
-		while (got < sizeof req - 1) {
-			struct pollfd q = { .fd = c, .events = POLLIN };
-			if (poll(&q, 1, 3000) <= 0)
-				break;
-			ssize_t n = recv(c, req + got, sizeof req - 1 - got, 0);
-			if (n <= 0)
-				break;
-			got += (size_t)n;
-			req[got] = '\0';
-			if (strstr(req, "\r\n\r\n"))
-				break;
+		bool more = true;
+		while (more) {
+			char req[4096];
+			size_t got = 0;
+			req[0] = '\0';
+			while (got < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
+				struct pollfd q = { .fd = c, .events = POLLIN };
+				if (poll(&q, 1, 3000) <= 0)
+					break;
+				ssize_t n = recv(c, req + got, sizeof req - 1 - got, 0);
+				if (n <= 0)
+					break;
+				got += (size_t)n;
+				req[got] = '\0';
+			}
+			more = strstr(req, "\r\n\r\n") && http_answer(c, req);
 		}
-		char head[128];
-		int hl = snprintf(head, sizeof head,
-				  "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n"
-				  "Content-Length: %d\r\n\r\n",
-				  FILE_SIZE);
-		if (send(c, head, (size_t)hl, MSG_NOSIGNAL) == hl)
-			send(c, lab.file, FILE_SIZE, MSG_NOSIGNAL);
 		shutdown(c, SHUT_WR);
 		close(c);
 	}
@@ -148,75 +135,42 @@ static void *http_main(void *arg)
 
 /* Counts TCP packets to/from ports 25 and 80 arriving on any interface of
  * the internet namespace (loopback ones once: not the outgoing copy). */
-static void *count_main(void *arg)
+/* Counts what arrives in the lab internet (lab_count_start). */
+static void count_packet(const uint8_t *ip, size_t len)
 {
-	(void)arg;
-	uint8_t buf[2048];
-	while (!atomic_load(&lab.stop)) {
-		struct pollfd p = { .fd = lab.count_fd, .events = POLLIN };
-		if (poll(&p, 1, 100) <= 0)
-			continue;
-		struct sockaddr_ll from;
-		socklen_t len = sizeof from;
-		ssize_t n = recvfrom(lab.count_fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
-		if (n < 14 + 20 + 4 || from.sll_pkttype == PACKET_OUTGOING ||
-		    ntohs(from.sll_protocol) != ETH_P_IP)
-			continue;
-		const uint8_t *ip = buf + 14;
-		size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
-		if ((ip[0] >> 4) != 4 || ip[9] != IPPROTO_TCP || ihl < 20 || (size_t)n < 14 + ihl + 4)
-			continue;
-		const uint8_t *tcp = ip + ihl;
-		unsigned sport = (unsigned)tcp[0] << 8 | tcp[1], dport = (unsigned)tcp[2] << 8 | tcp[3];
-		if (sport == 25 || dport == 25)
-			atomic_fetch_add(&lab.port25, 1);
-		if (sport == 80 || dport == 80)
-			atomic_fetch_add(&lab.port80, 1);
-	}
-	return NULL;
+	size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
+	struct in_addr flood;
+	inet_pton(AF_INET, FLOOD_ADDR, &flood);
+	if (!memcmp(ip + 16, &flood, 4))
+		atomic_fetch_add(&lab.flood, 1);
+	if (ip[9] == IPPROTO_ICMP)
+		atomic_fetch_add(&lab.icmp, 1);
+	if ((ip[0] >> 4) != 4 || ip[9] != IPPROTO_TCP || ihl < 20 || len < ihl + 4)
+		return;
+	const uint8_t *tcp = ip + ihl;
+	unsigned sport = (unsigned)tcp[0] << 8 | tcp[1], dport = (unsigned)tcp[2] << 8 | tcp[3];
+	if (sport == 25 || dport == 25)
+		atomic_fetch_add(&lab.port25, 1);
+	if (sport == 80 || dport == 80)
+		atomic_fetch_add(&lab.port80, 1);
 }
 
 static int lab_setup(void **state)
 {
 	(void)state;
-	if (geteuid() != 0)
-		return 0;
-	snprintf(lab.pid_tag, sizeof lab.pid_tag, "t%06x", (unsigned)getpid() & 0xffffffu);
-	snprintf(lab.internet, sizeof lab.internet, CONTAIN_NS_PREFIX "%s-net", lab.pid_tag);
-	snprintf(lab.dir, sizeof lab.dir, "/tmp/mamori-test-gw-%d", (int)getpid());
-	lab.metric = BLACKHOLE_BASE + (uint32_t)getpid() % 100000u;
 	for (size_t i = 0; i < FILE_SIZE; i++)
 		lab.file[i] = (char)('a' + (i * 7 + i / 13) % 26);
 	lab.file[FILE_SIZE - 1] = '\n';
-	atexit(lab_cleanup);
-	signal(SIGTERM, on_signal);
-	signal(SIGINT, on_signal);
-	signal(SIGPIPE, SIG_IGN);
-	if (mamori_mkdir_p(lab.dir) != MAMORI_OK)
+	static const char *const addrs[] = { HTTP_ADDR, SMTP_ADDR, NULL };
+	if (lab_open("gw", addrs) != 0)
 		return -1;
-	lab.blackholes = true;
-	for (size_t i = 0; i < 2; i++)
-		if (contain_netns_blackhole(true, lab_ranges[i], lab.metric) != MAMORI_OK)
-			return -1;
-	if (contain_netns_add(lab.internet) != MAMORI_OK ||
-	    contain_netns_addr_add(lab.internet, "lo", HTTP_ADDR, 32) != MAMORI_OK ||
-	    contain_netns_addr_add(lab.internet, "lo", SMTP_ADDR, 32) != MAMORI_OK)
+	if (!the_lab.ready)
+		return 0;
+	if ((lab.http_fd = lab_listen(HTTP_ADDR, 80)) < 0 || lab_count_start(count_packet) != 0)
 		return -1;
-	if (contain_netns_socket(&lab.http_fd, lab.internet, AF_INET, SOCK_STREAM, 0) != MAMORI_OK ||
-	    contain_netns_socket(&lab.count_fd, lab.internet, AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)) !=
-		    MAMORI_OK)
-		return -1;
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(80) };
-	inet_pton(AF_INET, HTTP_ADDR, &sa.sin_addr);
-	int one = 1;
-	setsockopt(lab.http_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (bind(lab.http_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lab.http_fd, 16) != 0)
-		return -1;
-	if (pthread_create(&lab.http_thread, NULL, http_main, NULL) != 0 ||
-	    pthread_create(&lab.count_thread, NULL, count_main, NULL) != 0)
+	if (pthread_create(&lab.http_thread, NULL, http_main, NULL) != 0)
 		return -1;
 	lab.threads = true;
-	lab.ready = true;
 	return 0;
 }
 
@@ -224,79 +178,19 @@ static int lab_teardown(void **state)
 {
 	(void)state;
 	atomic_store(&lab.stop, true);
-	if (lab.threads) {
+	if (lab.threads)
 		pthread_join(lab.http_thread, NULL);
-		pthread_join(lab.count_thread, NULL);
-	}
 	if (lab.http_fd >= 0)
 		close(lab.http_fd);
-	if (lab.count_fd >= 0)
-		close(lab.count_fd);
-	lab_cleanup();
-	if (lab.dir[0] != '\0')
-		nftw(lab.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	lab_close();
 	return 0;
-}
-
-#define REQUIRE_LAB()           \
-	do {                    \
-		if (!lab.ready) \
-			skip(); \
-	} while (0)
-
-static contain_session_net *session_new(int k, bool upstream)
-{
-	char tag[CONTAIN_TAG_MAX];
-	snprintf(tag, sizeof tag, "%s%c", lab.pid_tag, 'a' + k);
-	contain_netns_config cfg = { .tag = tag,
-				     .slot = (uint32_t)k,
-				     .upstream_netns = upstream ? lab.internet : NULL,
-				     .tcp_port = GW_TCP_PORT,
-				     .udp_port = GW_UDP_PORT,
-				     .nfqueue = 7 };
-	lab.used[k] = true;
-	if (contain_session_net_create(&lab.sessions[k], &cfg) != MAMORI_OK)
-		fail_msg("session: %s", mamori_error_detail());
-	return &lab.sessions[k];
-}
-
-static void session_end(int k)
-{
-	assert_int_equal(contain_session_net_destroy(&lab.sessions[k]), MAMORI_OK);
-	assert_false(contain_netns_exists(lab.sessions[k].inmate_ns));
-	lab.used[k] = false;
-}
-
-static void session_dir(char *out, size_t cap, const char *name)
-{
-	snprintf(out, cap, "%s/%s", lab.dir, name);
-	assert_int_equal(mamori_mkdir_p(out), MAMORI_OK);
 }
 
 /* Run a shell snippet in the inmate; its stdout into `out` (NUL-terminated). */
 static int inmate_sh(const contain_session_net *net, const char *dir, const char *script, char *out,
 		     size_t cap)
 {
-	char *const argv[] = { "/bin/sh", "-c", (char *)script, NULL };
-	contain_sandbox_config cfg = {
-		.netns = net->inmate_ns, .session_dir = dir, .argv = argv, .timeout_ms = 30000
-	};
-	contain_sandbox_result res;
-	if (contain_sandbox_run(&res, &cfg) != MAMORI_OK)
-		fail_msg("sandbox: %s", mamori_error_detail());
-	char path[256];
-	snprintf(path, sizeof path, "%s/stdout.txt", dir);
-	uint8_t *data = NULL;
-	size_t len = 0;
-	out[0] = '\0';
-	if (mamori_file_read(&data, &len, path, 1 << 20) == MAMORI_OK) {
-		size_t n = len < cap - 1 ? len : cap - 1;
-		memcpy(out, data, n);
-		out[n] = '\0';
-		free(data);
-	}
-	assert_false(res.timed_out);
-	return res.exited ? res.exit_code : 128 + res.term_signal;
+	return lab_inmate_sh(net->inmate_ns, dir, script, out, cap, 0);
 }
 
 /* All events of a session, as an array. */
@@ -450,12 +344,12 @@ static void check_mail(const char *dir)
 static void test_forward_and_reflect(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(0, true);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(0, true);
 	char dir[128];
-	session_dir(dir, sizeof dir, "s-forward");
+	lab_dir(dir, sizeof dir, "s-forward");
 	contain_gateway *gw = NULL;
-	contain_gateway_opts o = { .net = net, .session_dir = dir, .upstream_netns = lab.internet };
+	contain_gateway_opts o = { .net = net, .session_dir = dir, .upstream_netns = the_lab.internet };
 	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
 		fail_msg("gateway: %s", mamori_error_detail());
 	unsigned long p25 = atomic_load(&lab.port25), p80 = atomic_load(&lab.port80);
@@ -483,17 +377,17 @@ static void test_forward_and_reflect(void **state)
 	assert_int_equal(stat(pcap, &sb), 0);
 	assert_true(sb.st_size > 24);
 	free(out);
-	session_end(0);
+	lab_session_end(0);
 }
 
 /* No upstream: nothing is forwarded; HTTP is answered by the fake service. */
 static void test_no_upstream_reflects_everything(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(1, false);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(1, false);
 	char dir[128];
-	session_dir(dir, sizeof dir, "s-none");
+	lab_dir(dir, sizeof dir, "s-none");
 	contain_gateway *gw = NULL;
 	contain_gateway_opts o = { .net = net, .session_dir = dir };
 	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
@@ -503,10 +397,15 @@ static void test_no_upstream_reflects_everything(void **state)
 	inmate_sh(net, dir, "curl -s -m 10 http://" HTTP_ADDR "/file", out, sizeof out);
 	assert_true(strcmp(out, lab.file) != 0);
 	assert_int_equal(inmate_sh(net, dir, swaks_cmd, out, sizeof out), 0);
+	/* DNS over UDP: the fake resolver answers with the policy's sinkhole. */
+	assert_int_equal(inmate_sh(net, dir, "dig +short +time=3 +tries=1 @203.0.113.53 cc.bot.example", out,
+				   sizeof out),
+			 0);
+	assert_string_equal(out, "198.51.100.53\n");
 	contain_gateway_stats st;
 	contain_gateway_stop(gw, &st);
 	assert_int_equal(st.forwarded, 0);
-	assert_int_equal(st.reflected, 2);
+	assert_int_equal(st.reflected, 3);
 	assert_int_equal(atomic_load(&lab.port80) - p80, 0);
 	assert_int_equal(atomic_load(&lab.port25) - p25, 0);
 	check_session(dir, false);
@@ -514,24 +413,34 @@ static void test_no_upstream_reflects_everything(void **state)
 	json_t *http_start = find_event(evs, "flow_start", "dport", 80);
 	assert_string_equal(json_string_value(json_object_get(http_start, "service")), "http");
 	assert_non_null(json_object_get(http_start, "policy_verdict"));
+	json_t *dns_start = find_event(evs, "flow_start", "dport", 53);
+	assert_non_null(dns_start);
+	assert_string_equal(json_string_value(json_object_get(dns_start, "transport")), "udp");
+	assert_string_equal(json_string_value(json_object_get(dns_start, "proto")), "dns");
+	assert_string_equal(json_string_value(json_object_get(dns_start, "service")), "dns");
+	json_t *dns = find_event(evs, "dns", "flow", json_integer_value(json_object_get(dns_start, "flow")));
+	assert_non_null(dns);
+	assert_string_equal(json_string_value(json_object_get(dns, "qname")), "cc.bot.example");
+	assert_true(json_is_true(json_object_get(dns, "sinkholed")));
+	assert_true(array_has(json_object_get(dns, "answers"), "198.51.100.53"));
 	json_decref(evs);
-	session_end(1);
+	lab_session_end(1);
 }
 
 /* A DROP rule: the connection is reset and nothing reaches the lab. */
 static void test_drop_policy(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
+	LAB_REQUIRE();
 	static const char text[] = "drop proto=http\nreflect * to=sink\n";
 	contain_policy *pol = NULL;
 	assert_int_equal(contain_policy_parse(&pol, "test", text, sizeof text - 1), MAMORI_OK);
-	contain_session_net *net = session_new(2, true);
+	contain_session_net *net = lab_session_new(2, true);
 	char dir[128];
-	session_dir(dir, sizeof dir, "s-drop");
+	lab_dir(dir, sizeof dir, "s-drop");
 	contain_gateway *gw = NULL;
 	contain_gateway_opts o = {
-		.net = net, .policy = pol, .session_dir = dir, .upstream_netns = lab.internet
+		.net = net, .policy = pol, .session_dir = dir, .upstream_netns = the_lab.internet
 	};
 	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
 		fail_msg("gateway: %s", mamori_error_detail());
@@ -551,18 +460,190 @@ static void test_drop_policy(void **state)
 	assert_string_equal(json_string_value(json_object_get(start, "rule")), "drop proto=http");
 	json_decref(evs);
 	contain_policy_free(pol);
-	session_end(2);
+	lab_session_end(2);
 }
 
 /* A connection flood: past the default policy's 50/s the flows are
  * dropped, one `detect` event names the target, and the report lists it. */
+/* Two downloads on one kept-alive connection, the second chunked: each is
+ * a download of its own with its own URL, de-chunked to the same file. */
+static void test_keepalive_downloads(void **state)
+{
+	(void)state;
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(2, true);
+	char dir[128];
+	lab_dir(dir, sizeof dir, "s-keepalive");
+	contain_gateway *gw = NULL;
+	contain_gateway_opts o = { .net = net, .session_dir = dir, .upstream_netns = the_lab.internet };
+	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
+		fail_msg("gateway: %s", mamori_error_detail());
+	char out[256];
+	assert_int_equal(inmate_sh(net, dir,
+				   "curl -s -m 10 -o /dev/null -o /dev/null -w '%{num_connects} ' "
+				   "http://" HTTP_ADDR "/file http://" HTTP_ADDR "/chunked",
+				   out, sizeof out),
+			 0);
+	contain_gateway_stats st;
+	contain_gateway_stop(gw, &st);
+	assert_string_equal(out, "1 0 "); /* the second reused the connection */
+	assert_int_equal(st.flows, 1);
+	json_t *evs = events_of(dir);
+	size_t i;
+	json_t *ev, *downs = json_array();
+	json_array_foreach(evs, i, ev)
+	{
+		if (!strcmp(json_string_value(json_object_get(ev, "type")), "download"))
+			json_array_append(downs, ev);
+	}
+	assert_int_equal(json_array_size(downs), 2);
+	json_t *d0 = json_array_get(downs, 0), *d1 = json_array_get(downs, 1);
+	assert_string_equal(json_string_value(json_object_get(d0, "url")), "http://" HTTP_ADDR "/file");
+	assert_string_equal(json_string_value(json_object_get(d1, "url")), "http://" HTTP_ADDR "/chunked");
+	assert_true(json_is_true(json_object_get(d1, "chunked")));
+	assert_int_equal(json_integer_value(json_object_get(d1, "size")), FILE_SIZE);
+	char sha[65];
+	mamori_sha256_hex(sha, lab.file, FILE_SIZE);
+	assert_string_equal(json_string_value(json_object_get(d0, "sha256")), sha);
+	assert_string_equal(json_string_value(json_object_get(d1, "sha256")), sha);
+	json_decref(downs);
+	json_decref(evs);
+	lab_session_end(2);
+}
+
+/* What no socket of the gateway sees: a SYN flood (hping3) is detected
+ * from the capture and names its target, and not one of its packets leaves;
+ * ICMP goes through NFQUEUE: reflected (dropped) by the default policy,
+ * let out when a policy forwards it. */
+static void test_packet_path(void **state)
+{
+	(void)state;
+	LAB_REQUIRE();
+	static const char fwd_icmp[] = "forward proto=icmp\nreflect * to=sink\n";
+	contain_policy *pol = NULL;
+	assert_int_equal(contain_policy_parse(&pol, "test", fwd_icmp, sizeof fwd_icmp - 1), MAMORI_OK);
+	for (int round = 0; round < 2; round++) {
+		contain_session_net *net = lab_session_new(3, true);
+		char dir[128];
+		lab_dir(dir, sizeof dir, round ? "s-icmp-fwd" : "s-packets");
+		contain_gateway *gw = NULL;
+		contain_gateway_opts o = { .net = net,
+					   .session_dir = dir,
+					   .upstream_netns = the_lab.internet,
+					   .policy = round ? pol : NULL };
+		if (contain_gateway_start(&gw, &o) != MAMORI_OK)
+			fail_msg("gateway: %s", mamori_error_detail());
+		unsigned long flood0 = atomic_load(&lab.flood), icmp0 = atomic_load(&lab.icmp);
+		char out[256];
+		if (round == 0)
+			inmate_sh(net, dir,
+				  "hping3 -S -p 80 --faster -c 3000 " FLOOD_ADDR " >/dev/null 2>&1; echo $?",
+				  out, sizeof out);
+		inmate_sh(net, dir, "ping -n -c 2 -W 2 " PING_ADDR " >/dev/null 2>&1; echo $?", out,
+			  sizeof out);
+		usleep(300 * 1000); /* the capture's block timeout */
+		contain_gateway_stats st;
+		contain_gateway_stop(gw, &st);
+		assert_string_equal(out, round ? "0\n" : "1\n");
+		if (round)
+			assert_true(atomic_load(&lab.icmp) - icmp0 >= 2); /* the requests arrived */
+		else
+			assert_int_equal(atomic_load(&lab.icmp) - icmp0, 0);
+		assert_int_equal(atomic_load(&lab.flood) - flood0, 0);
+		json_t *evs = events_of(dir);
+		size_t i;
+		json_t *ev, *icmp = NULL, *flood = NULL;
+		json_array_foreach(evs, i, ev)
+		{
+			const char *type = json_string_value(json_object_get(ev, "type"));
+			if (!strcmp(type, "flow_start") &&
+			    !strcmp(json_string_value(json_object_get(ev, "proto")), "icmp"))
+				icmp = ev;
+			if (!strcmp(type, "detect") && array_has(json_object_get(ev, "targets"), FLOOD_ADDR))
+				flood = ev;
+		}
+		assert_non_null(icmp);
+		assert_string_equal(json_string_value(json_object_get(icmp, "transport")), "other");
+		assert_string_equal(json_string_value(json_object_get(icmp, "verdict")),
+				    round ? "forward" : "reflect");
+		assert_string_equal(json_string_value(json_object_get(icmp, "dst")), PING_ADDR);
+		if (round == 0) {
+			assert_non_null(flood);
+			assert_string_equal(json_string_value(json_object_get(flood, "kind")), "flood");
+		}
+		json_decref(evs);
+		lab_session_end(3);
+	}
+	contain_policy_free(pol);
+}
+
+/* LIMIT: a byte budget cuts the download short (and no download is
+ * recorded); a byte rate slows it down but lets it finish. */
+static void limited_fetch(const char *policy_text, const char *name, double *seconds, json_t **flow_end,
+			  json_t **download)
+{
+	contain_policy *pol = NULL;
+	assert_int_equal(contain_policy_parse(&pol, "test", policy_text, strlen(policy_text)), MAMORI_OK);
+	contain_session_net *net = lab_session_new(2, true);
+	char dir[128];
+	lab_dir(dir, sizeof dir, name);
+	contain_gateway *gw = NULL;
+	contain_gateway_opts o = {
+		.net = net, .policy = pol, .session_dir = dir, .upstream_netns = the_lab.internet
+	};
+	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
+		fail_msg("gateway: %s", mamori_error_detail());
+	char out[256];
+	double t0 = mamori_now();
+	inmate_sh(net, dir, "curl -s -m 20 -o /dev/null http://" HTTP_ADDR "/file", out, sizeof out);
+	*seconds = mamori_now() - t0;
+	contain_gateway_stop(gw, NULL);
+	json_t *evs = events_of(dir);
+	json_t *start = find_event(evs, "flow_start", "dport", 80);
+	assert_non_null(start);
+	assert_string_equal(json_string_value(json_object_get(start, "verdict")), "limit");
+	json_int_t id = json_integer_value(json_object_get(start, "flow"));
+	*flow_end = json_incref(find_event(evs, "flow_end", "flow", id));
+	assert_non_null(*flow_end);
+	*download = json_incref(find_event(evs, "download", "flow", id));
+	json_decref(evs);
+	contain_policy_free(pol);
+	lab_session_end(2);
+}
+
+static void test_limit_policy(void **state)
+{
+	(void)state;
+	LAB_REQUIRE();
+	double secs;
+	json_t *end = NULL, *down = NULL;
+	limited_fetch("limit proto=http bytes=2000\nreflect * to=sink\n", "s-budget", &secs, &end, &down);
+	assert_string_equal(json_string_value(json_object_get(end, "reason")), "byte_budget");
+	json_int_t moved = json_integer_value(json_object_get(end, "bytes_up")) +
+			   json_integer_value(json_object_get(end, "bytes_down"));
+	assert_true(moved > 0 && moved <= 2000);
+	assert_null(down); /* a cut-off body is not a download */
+	json_decref(end);
+
+	limited_fetch("limit proto=http rate=2K/s\nreflect * to=sink\n", "s-rate", &secs, &end, &down);
+	assert_string_equal(json_string_value(json_object_get(end, "reason")), "closed");
+	assert_true(json_integer_value(json_object_get(end, "bytes_down")) > FILE_SIZE);
+	assert_true(json_integer_value(json_object_get(end, "throttled_ms")) > 0);
+	/* About 6.2 KB at 2 KiB/s, less what the bucket holds at the start. */
+	assert_true(secs >= 1.5);
+	assert_non_null(down);
+	assert_int_equal(json_integer_value(json_object_get(down, "size")), FILE_SIZE);
+	json_decref(end);
+	json_decref(down);
+}
+
 static void test_flood_detected(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(3, false);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(3, false);
 	char dir[128];
-	session_dir(dir, sizeof dir, "s-flood");
+	lab_dir(dir, sizeof dir, "s-flood");
 	contain_gateway *gw = NULL;
 	contain_gateway_opts o = { .net = net, .session_dir = dir, .first_wait_ms = 50 };
 	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
@@ -598,7 +679,7 @@ static void test_flood_detected(void **state)
 	assert_true(json_array_size(json_object_get(j, "floods")) >= 1);
 	json_decref(j);
 	mamori_contain_report_free(r);
-	session_end(3);
+	lab_session_end(3);
 }
 
 typedef struct bg_inmate {
@@ -626,10 +707,10 @@ static void *bg_inmate_main(void *arg)
 static void test_stop_with_open_flow(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(4, false);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(4, false);
 	char dir[128];
-	session_dir(dir, sizeof dir, "s-stop");
+	lab_dir(dir, sizeof dir, "s-stop");
 	contain_gateway *gw = NULL;
 	contain_gateway_opts o = { .net = net, .session_dir = dir };
 	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
@@ -650,7 +731,7 @@ static void test_stop_with_open_flow(void **state)
 	json_t *evs = events_of(dir);
 	assert_non_null(find_event(evs, "flow_end", "flow", 1));
 	json_decref(evs);
-	session_end(4);
+	lab_session_end(4);
 }
 
 /* The inmate namespace a session recorded in SESSION/net.txt, or "". */
@@ -683,17 +764,17 @@ static int count_event(void *ctx, const char *json)
 static void test_cli_sandbox_run(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
+	LAB_REQUIRE();
 	if (!mamori_prog)
 		skip();
 	char dir[128];
-	snprintf(dir, sizeof dir, "%s/s-cli", lab.dir);
+	snprintf(dir, sizeof dir, "%s/s-cli", the_lab.dir);
 	char db_path[160];
-	snprintf(db_path, sizeof db_path, "%s/s-cli.db", lab.dir);
+	snprintf(db_path, sizeof db_path, "%s/s-cli.db", the_lab.dir);
 	unsigned long p25 = atomic_load(&lab.port25);
 	char script[1024];
-	snprintf(script, sizeof script, "curl -s -m 10 -o /dev/null http://%s/file; %s", HTTP_ADDR,
-		 swaks_cmd);
+	snprintf(script, sizeof script, "cat /etc/resolv.conf; curl -s -m 10 -o /dev/null http://%s/file; %s",
+		 HTTP_ADDR, swaks_cmd);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -701,8 +782,8 @@ static void test_cli_sandbox_run(void **state)
 		if (devnull >= 0)
 			dup2(devnull, STDOUT_FILENO);
 		execl(mamori_prog, mamori_prog, "sandbox", "run", "--session", dir, "--upstream-netns",
-		      lab.internet, "--timeout", "40", "--db", db_path, "--", "/bin/sh", "-c", script,
-		      (char *)NULL);
+		      the_lab.internet, "--timeout", "40", "--db", db_path, "--resolver", "198.51.100.53",
+		      "--", "/bin/sh", "-c", script, (char *)NULL);
 		_exit(127);
 	}
 	int status = 0;
@@ -714,6 +795,13 @@ static void test_cli_sandbox_run(void **state)
 	check_mail(dir);
 	char path[256];
 	struct stat sb;
+	/* --resolver: the inmate saw the session's resolv.conf, not the host's. */
+	snprintf(path, sizeof path, "%s/stdout.txt", dir);
+	uint8_t *out = NULL;
+	size_t out_len = 0;
+	assert_int_equal(mamori_file_read(&out, &out_len, path, 1 << 20), MAMORI_OK);
+	assert_non_null(memmem(out, out_len, "nameserver 198.51.100.53\n", 25));
+	free(out);
 	snprintf(path, sizeof path, "%s/report.json", dir);
 	assert_int_equal(stat(path, &sb), 0);
 	snprintf(path, sizeof path, "%s/report.svg", dir);
@@ -728,36 +816,238 @@ static void test_cli_sandbox_run(void **state)
 	assert_int_equal(mamori_db_events_each(db, "s-cli", "flow_start", count_event, &flows), MAMORI_OK);
 	assert_int_equal(flows, 2);
 	mamori_db_free(db);
+	/* The download is a sample: one row, with its path in the store. */
+	sqlite3 *sq = NULL;
+	assert_int_equal(sqlite3_open_v2(db_path, &sq, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	sqlite3_stmt *st = NULL;
+	assert_int_equal(sqlite3_prepare_v2(sq,
+					    "SELECT s.size, p.path FROM samples s JOIN sample_paths p "
+					    "ON p.sha256 = s.sha256",
+					    -1, &st, NULL),
+			 SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int64(st, 0), FILE_SIZE);
+	assert_non_null(strstr((const char *)sqlite3_column_text(st, 1), "/s-cli/store/"));
+	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+	sqlite3_finalize(st);
+	sqlite3_close(sq);
 }
 
-/* `--upstream host` is refused with a clear message (no root needed). */
-static void test_cli_upstream_host_refused(void **state)
+/* Run mamori with `args` (NULL-terminated, after the program name) in
+ * namespace `netns` (NULL: ours), stdout to `out_path` (NULL: /dev/null).
+ * Returns the pid. */
+static pid_t mamori_spawn(const char *netns, const char *out_path, const char *const *args)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int out = open(out_path ? out_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (out >= 0)
+			dup2(out, STDOUT_FILENO);
+		int saved = -1;
+		if (netns && contain_netns_enter(&saved, netns) != MAMORI_OK)
+			_exit(126);
+		const char *argv[24] = { mamori_prog };
+		for (size_t i = 0; args[i] && i + 2 < sizeof argv / sizeof argv[0]; i++)
+			argv[i + 1] = args[i];
+		execv(mamori_prog, (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static int wait_exit(pid_t pid)
+{
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+/* Bad upstream choices are refused with a clear message (no root needed). */
+static void test_cli_upstream_choices(void **state)
 {
 	(void)state;
 	if (!mamori_prog)
 		skip();
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "%s sandbox run --upstream host -- /bin/true 2>&1", mamori_prog);
-	FILE *p = popen(cmd, "r");
-	assert_non_null(p);
-	char out[1024];
-	size_t n = fread(out, 1, sizeof out - 1, p);
-	out[n] = '\0';
-	int status = pclose(p);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), MAMORI_EXIT_USAGE);
-	assert_non_null(strstr(out, "--upstream-netns"));
+	char both[128];
+	snprintf(both, sizeof both, "--upstream host --upstream-netns %s", the_lab.internet);
+	const char *const bad[] = { "--upstream internet", "--upstream",
+				    the_lab.ready ? both : "--upstream x" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char cmd[512];
+		snprintf(cmd, sizeof cmd, "%s sandbox run %s -- /bin/true 2>&1", mamori_prog, bad[i]);
+		FILE *p = popen(cmd, "r");
+		assert_non_null(p);
+		char out[1024];
+		size_t n = fread(out, 1, sizeof out - 1, p);
+		out[n] = '\0';
+		int status = pclose(p);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), MAMORI_EXIT_USAGE);
+		assert_non_null(strstr(out, "--upstream"));
+	}
+}
+
+/* `--upstream host` forwards from the namespace mamori itself runs in. The
+ * test runs mamori inside the lab internet namespace, so "the host" is the
+ * lab: the download comes from the lab's HTTP server and nothing can reach
+ * any other network. */
+static void test_cli_upstream_host(void **state)
+{
+	(void)state;
+	LAB_REQUIRE();
+	if (!mamori_prog)
+		skip();
+	char dir[128], script[256];
+	snprintf(dir, sizeof dir, "%s/s-host", the_lab.dir);
+	snprintf(script, sizeof script, "curl -s -m 10 -o /dev/null -w '%%{http_code}' http://%s/file",
+		 HTTP_ADDR);
+	const char *const args[] = { "sandbox", "run", "--session", dir,  "--upstream", "host", "--timeout",
+				     "30",	"--",  "/bin/sh",   "-c", script,	NULL };
+	assert_int_equal(wait_exit(mamori_spawn(the_lab.internet, NULL, args)), 0);
+	json_t *evs = events_of(dir);
+	json_t *start = find_event(evs, "flow_start", "dport", 80);
+	assert_non_null(start);
+	assert_string_equal(json_string_value(json_object_get(start, "verdict")), "limit");
+	size_t i;
+	json_t *ev;
+	bool upstream_host = false, downloaded = false;
+	json_array_foreach(evs, i, ev)
+	{
+		const char *type = json_string_value(json_object_get(ev, "type"));
+		if (!strcmp(type, "session_start"))
+			upstream_host = !strcmp(json_string_value(json_object_get(ev, "upstream")), "host");
+		if (!strcmp(type, "download"))
+			downloaded = json_integer_value(json_object_get(ev, "size")) == FILE_SIZE;
+	}
+	assert_true(upstream_host);
+	assert_true(downloaded);
+	json_decref(evs);
+	char path[256];
+	snprintf(path, sizeof path, "%s/stdout.txt", dir);
+	uint8_t *out = NULL;
+	size_t len = 0;
+	assert_int_equal(mamori_file_read(&out, &len, path, 4096), MAMORI_OK);
+	assert_true(len == 3 && !memcmp(out, "200", 3));
+	free(out);
+}
+
+/* `mamori contain run`: the gateway alone. It prints the inmate namespace
+ * (JSON), something else puts a program there, a signal ends the session
+ * with its report, and nothing is left behind. */
+static void test_cli_contain_run(void **state)
+{
+	(void)state;
+	LAB_REQUIRE();
+	if (!mamori_prog)
+		skip();
+	char dir[128], ready[160];
+	snprintf(dir, sizeof dir, "%s/s-run", the_lab.dir);
+	snprintf(ready, sizeof ready, "%s/s-run.out", the_lab.dir);
+	const char *const args[] = { "contain",	       "run",	 "--session", dir, "--upstream-netns",
+				     the_lab.internet, "--json", NULL };
+	pid_t pid = mamori_spawn(NULL, ready, args);
+	json_t *hello = NULL;
+	for (int i = 0; i < 100 && !hello; i++) {
+		usleep(50 * 1000);
+		hello = json_load_file(ready, JSON_DISABLE_EOF_CHECK, NULL);
+	}
+	assert_non_null(hello);
+	const char *inmate_ns = json_string_value(json_object_get(hello, "inmate_netns"));
+	assert_non_null(inmate_ns);
+	assert_true(contain_netns_exists(inmate_ns));
+	contain_session_net net = { 0 };
+	snprintf(net.inmate_ns, sizeof net.inmate_ns, "%s", inmate_ns);
+	char wdir[160], out[64], script[256];
+	snprintf(wdir, sizeof wdir, "%s/s-run-work", the_lab.dir);
+	assert_int_equal(mamori_mkdir_p(wdir), MAMORI_OK);
+	snprintf(script, sizeof script, "curl -s -m 10 -o /dev/null -w '%%{http_code}' http://%s/file",
+		 HTTP_ADDR);
+	assert_int_equal(inmate_sh(&net, wdir, script, out, sizeof out), 0);
+	assert_string_equal(out, "200");
+	kill(pid, SIGTERM);
+	assert_int_equal(wait_exit(pid), 128 + SIGTERM);
+	assert_false(contain_netns_exists(net.inmate_ns));
+	json_decref(hello);
+	json_t *evs = events_of(dir);
+	assert_non_null(find_event(evs, "flow_start", "dport", 80));
+	json_t *last = json_array_get(evs, json_array_size(evs) - 1);
+	assert_string_equal(json_string_value(json_object_get(last, "type")), "session_end");
+	assert_string_equal(json_string_value(json_object_get(last, "reason")), "interrupted");
+	json_decref(evs);
+	char path[256];
+	struct stat sb;
+	snprintf(path, sizeof path, "%s/report.json", dir);
+	assert_int_equal(stat(path, &sb), 0);
+	/* Cleanup from the record is idempotent: nothing is left to remove. */
+	const char *const clean[] = { "contain", "cleanup", dir, NULL };
+	assert_int_equal(wait_exit(mamori_spawn(NULL, NULL, clean)), 0);
+}
+
+/* A gateway killed mid-session (SIGKILL: no cleanup runs): the inmate
+ * command dies with it, whatever is left in the inmate namespace has no way
+ * out and nothing reaches the lab, and `mamori contain cleanup` removes the
+ * namespaces from the session's record. */
+static void test_cli_gateway_killed(void **state)
+{
+	(void)state;
+	LAB_REQUIRE();
+	if (!mamori_prog)
+		skip();
+	char dir[128];
+	snprintf(dir, sizeof dir, "%s/s-kill", the_lab.dir);
+	const char *const args[] = { "sandbox",
+				     "run",
+				     "--session",
+				     dir,
+				     "--upstream-netns",
+				     the_lab.internet,
+				     "--timeout",
+				     "60",
+				     "--",
+				     "/bin/sleep",
+				     "30",
+				     NULL };
+	pid_t pid = mamori_spawn(NULL, NULL, args);
+	char inmate[CONTAIN_NAME_MAX] = "";
+	for (int i = 0; i < 100 && (inmate[0] == '\0' || !contain_netns_exists(inmate)); i++) {
+		usleep(50 * 1000);
+		recorded_inmate(dir, inmate, sizeof inmate);
+	}
+	assert_true(contain_netns_exists(inmate));
+	usleep(300 * 1000);
+	kill(pid, SIGKILL);
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(contain_netns_exists(inmate)); /* nobody cleaned up */
+	unsigned long p80 = atomic_load(&lab.port80);
+	char wdir[160], out[256];
+	snprintf(wdir, sizeof wdir, "%s/s-kill-work", the_lab.dir);
+	assert_int_equal(mamori_mkdir_p(wdir), MAMORI_OK);
+	/* curl: refused at once (no relay listens); ping: no answer (no
+	 * NFQUEUE listener, so the kernel drops). */
+	lab_inmate_sh(inmate, wdir,
+		      "curl -s -m 3 -o /dev/null http://" HTTP_ADDR "/file; echo $?; "
+		      "ping -n -c 1 -W 1 " PING_ADDR " >/dev/null 2>&1; echo $?",
+		      out, sizeof out, 0);
+	assert_string_equal(out, "7\n1\n");
+	usleep(300 * 1000);
+	assert_int_equal(atomic_load(&lab.port80) - p80, 0);
+	const char *const clean[] = { "contain", "cleanup", dir, NULL };
+	assert_int_equal(wait_exit(mamori_spawn(NULL, NULL, clean)), 0);
+	assert_false(contain_netns_exists(inmate));
 }
 
 /* An interrupted `mamori sandbox run` still removes its namespaces. */
 static void test_cli_sigterm_cleans_up(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
+	LAB_REQUIRE();
 	if (!mamori_prog)
 		skip();
 	char dir[128];
-	snprintf(dir, sizeof dir, "%s/s-term", lab.dir);
+	snprintf(dir, sizeof dir, "%s/s-term", the_lab.dir);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -787,6 +1077,17 @@ static void test_cli_sigterm_cleans_up(void **state)
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 128 + SIGTERM);
 	assert_false(contain_netns_exists(inmate));
+	/* The session still ended properly: its last event says why, and the
+	 * report was written. */
+	json_t *evs = events_of(dir);
+	json_t *last = json_array_get(evs, json_array_size(evs) - 1);
+	assert_string_equal(json_string_value(json_object_get(last, "type")), "session_end");
+	assert_string_equal(json_string_value(json_object_get(last, "reason")), "interrupted");
+	json_decref(evs);
+	char path[256];
+	struct stat sb;
+	snprintf(path, sizeof path, "%s/report.json", dir);
+	assert_int_equal(stat(path, &sb), 0);
 	char gw_ns[CONTAIN_NAME_MAX];
 	snprintf(gw_ns, sizeof gw_ns, "%.*s-gw", (int)strlen(inmate) - 3, inmate);
 	assert_false(contain_netns_exists(gw_ns));
@@ -799,11 +1100,17 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_forward_and_reflect),
 		cmocka_unit_test(test_no_upstream_reflects_everything),
 		cmocka_unit_test(test_drop_policy),
+		cmocka_unit_test(test_limit_policy),
+		cmocka_unit_test(test_keepalive_downloads),
 		cmocka_unit_test(test_flood_detected),
+		cmocka_unit_test(test_packet_path),
 		cmocka_unit_test(test_stop_with_open_flow),
 		cmocka_unit_test(test_cli_sandbox_run),
 		cmocka_unit_test(test_cli_sigterm_cleans_up),
-		cmocka_unit_test(test_cli_upstream_host_refused),
+		cmocka_unit_test(test_cli_upstream_choices),
+		cmocka_unit_test(test_cli_upstream_host),
+		cmocka_unit_test(test_cli_contain_run),
+		cmocka_unit_test(test_cli_gateway_killed),
 	};
 	return cmocka_run_group_tests(tests, lab_setup, lab_teardown);
 }

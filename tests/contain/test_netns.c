@@ -3,9 +3,10 @@
  * namespaces (root required; skipped otherwise).
  *
  * The lab: an "internet" namespace of the test's own ("mamori-t<pid>-net")
- * with a TCP echo server on 198.51.100.10:7 and a packet counter on every
- * interface, and a blackhole route for both TEST-NET ranges in the host's
- * namespace while the tests run (a second wall: a broken gateway still cannot
+ * with a TCP echo server on 198.51.100.10:7, a bulk server on
+ * 198.51.100.10:19 (4 MiB of a known pattern per connection, for LIMIT and
+ * the relay's splice/tee paths) and a packet counter on every interface, and a blackhole route for both
+ * TEST-NET ranges in the host's namespace while the tests run (a second wall: a broken gateway still cannot
  * send them out). Every namespace and route is removed at the end, also
  * when an assertion fails (group teardown), at exit, and on SIGTERM/SIGINT
  * (meson's timeout); the last test asserts that `ip netns list` shows none
@@ -32,6 +33,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,6 +45,8 @@
 #define MAX_SESSIONS   8
 #define ECHO_ADDR      "198.51.100.10"
 #define ECHO_PORT      7
+#define BULK_PORT      19
+#define BULK_SIZE      ((size_t)4 << 20)
 #define GW_TCP_PORT    15001
 #define GW_UDP_PORT    15053
 #define BLACKHOLE_BASE 4200000u
@@ -60,13 +64,16 @@ static struct {
 	contain_session_net sessions[MAX_SESSIONS];
 	bool used[MAX_SESSIONS];
 	int echo_fd;
+	int bulk_fd;
 	int count_fd;
+	uint8_t *bulk; /* BULK_SIZE bytes of the pattern */
+	pthread_t bulk_thread;
 	atomic_bool stop;
 	atomic_ulong packets;  /* received in the internet namespace */
 	atomic_uint echo_peer; /* address the echo server last saw (network order) */
 	pthread_t echo_thread, count_thread;
 	bool threads;
-} lab = { .echo_fd = -1, .count_fd = -1 };
+} lab = { .echo_fd = -1, .bulk_fd = -1, .count_fd = -1 };
 
 static void lab_cleanup(void)
 {
@@ -119,6 +126,44 @@ static void *echo_main(void *arg)
 	return NULL;
 }
 
+/* Serves each connection (one at a time): waits up to a second for the
+ * client's request and discards it (closing with unread bytes would reset
+ * the connection and lose the tail), sends the pattern, half-closes and
+ * waits for the client to close. A relay that cuts the flow makes the
+ * send fail, which ends the connection early. */
+static void *bulk_main(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&lab.stop)) {
+		struct pollfd p = { .fd = lab.bulk_fd, .events = POLLIN };
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		int c = accept(lab.bulk_fd, NULL, NULL);
+		if (c < 0)
+			continue;
+		struct timeval tv = { .tv_sec = 10 };
+		setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+		char req[256];
+		struct pollfd q = { .fd = c, .events = POLLIN };
+		if (poll(&q, 1, 1000) > 0 && recv(c, req, sizeof req, 0) < 0) {
+			close(c);
+			continue;
+		}
+		size_t off = 0;
+		while (off < BULK_SIZE) {
+			ssize_t n = send(c, lab.bulk + off, BULK_SIZE - off, MSG_NOSIGNAL);
+			if (n <= 0)
+				break;
+			off += (size_t)n;
+		}
+		shutdown(c, SHUT_WR);
+		while (poll(&q, 1, 5000) > 0 && recv(c, req, sizeof req, 0) > 0)
+			;
+		close(c);
+	}
+	return NULL;
+}
+
 /* Counts every packet that arrives on any interface of the internet
  * namespace (not the ones it sends itself). */
 static void *count_main(void *arg)
@@ -161,7 +206,15 @@ static int lab_setup(void **state)
 	    contain_netns_addr_add(lab.internet, "lo", ECHO_ADDR, 32) != MAMORI_OK ||
 	    contain_netns_addr_add(lab.internet, "lo", "203.0.113.10", 32) != MAMORI_OK)
 		return -1;
+	lab.bulk = malloc(BULK_SIZE);
+	if (lab.bulk == NULL)
+		return -1;
+	/* Not periodic within a pipe or a buffer, so a chunk passed twice or
+	 * skipped by the relay changes the hash. */
+	for (size_t i = 0; i < BULK_SIZE; i++)
+		lab.bulk[i] = (uint8_t)(i * 7 + (i >> 16) * 13 + (i >> 9));
 	if (contain_netns_socket(&lab.echo_fd, lab.internet, AF_INET, SOCK_STREAM, 0) != MAMORI_OK ||
+	    contain_netns_socket(&lab.bulk_fd, lab.internet, AF_INET, SOCK_STREAM, 0) != MAMORI_OK ||
 	    contain_netns_socket(&lab.count_fd, lab.internet, AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)) !=
 		    MAMORI_OK)
 		return -1;
@@ -171,7 +224,12 @@ static int lab_setup(void **state)
 	setsockopt(lab.echo_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	if (bind(lab.echo_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lab.echo_fd, 16) != 0)
 		return -1;
+	sa.sin_port = htons(BULK_PORT);
+	setsockopt(lab.bulk_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (bind(lab.bulk_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lab.bulk_fd, 16) != 0)
+		return -1;
 	if (pthread_create(&lab.echo_thread, NULL, echo_main, NULL) != 0 ||
+	    pthread_create(&lab.bulk_thread, NULL, bulk_main, NULL) != 0 ||
 	    pthread_create(&lab.count_thread, NULL, count_main, NULL) != 0)
 		return -1;
 	lab.threads = true;
@@ -185,10 +243,14 @@ static int lab_teardown(void **state)
 	atomic_store(&lab.stop, true);
 	if (lab.threads) {
 		pthread_join(lab.echo_thread, NULL);
+		pthread_join(lab.bulk_thread, NULL);
 		pthread_join(lab.count_thread, NULL);
 	}
 	if (lab.echo_fd >= 0)
 		close(lab.echo_fd);
+	if (lab.bulk_fd >= 0)
+		close(lab.bulk_fd);
+	free(lab.bulk);
 	if (lab.count_fd >= 0)
 		close(lab.count_fd);
 	lab_cleanup();
@@ -266,6 +328,7 @@ static int inmate_sh(const contain_session_net *net, const char *script, char *o
 /* What the verdict callback saw, and what it answers. */
 typedef struct probe {
 	int verdict;
+	relay_limits limits; /* what decide answers with */
 	atomic_int decided, ended;
 	relay_flow last;
 	char first[64];
@@ -273,19 +336,36 @@ typedef struct probe {
 	relay_flow ended_flow;
 	double t_decide;
 	atomic_ulong data_up, data_down; /* bytes seen by on_data */
+	uint64_t down_hash;		 /* FNV-1a of the bytes on_data saw downwards */
+	size_t down_enough;		 /* nonzero: say "enough" after this many down */
 } probe;
+
+#define FNV_BASIS 0xcbf29ce484222325ull
+
+static uint64_t fnv1a(uint64_t h, const uint8_t *data, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ data[i]) * 0x100000001b3ull;
+	return h;
+}
 
 static void probe_data(void *ctx, const relay_flow *f, bool up, const uint8_t *data, size_t n)
 {
 	probe *p = ctx;
-	(void)f;
-	(void)data;
-	atomic_fetch_add(up ? &p->data_up : &p->data_down, n);
+	if (!up) {
+		if (atomic_load(&p->data_down) == 0)
+			p->down_hash = FNV_BASIS;
+		p->down_hash = fnv1a(p->down_hash, data, n);
+	}
+	unsigned long seen = atomic_fetch_add(up ? &p->data_up : &p->data_down, n) + n;
+	if (!up && p->down_enough > 0 && seen >= p->down_enough)
+		contain_relay_data_enough(f, false);
 }
 
-static int probe_decide(void *ctx, const relay_flow *f, const uint8_t *first, size_t n)
+static int probe_decide(void *ctx, const relay_flow *f, const uint8_t *first, size_t n, relay_limits *lim)
 {
 	probe *p = ctx;
+	*lim = p->limits;
 	p->last = *f;
 	p->first_n = n < sizeof p->first - 1 ? n : sizeof p->first - 1;
 	memcpy(p->first, first, p->first_n);
@@ -816,6 +896,150 @@ static void test_connection_cap(void **state)
 	lab.used[0] = false;
 }
 
+/* Download the bulk pattern in the inmate through `pipeline` (sha256sum,
+ * wc -c): returns the pipeline's first word in `word` and the time the
+ * download took in ms. */
+static int bulk_fetch(const contain_session_net *net, const char *pipeline, char *word, size_t word_size,
+		      long *ms)
+{
+	char script[512];
+	snprintf(script, sizeof script,
+		 "exec 3<>/dev/tcp/" ECHO_ADDR "/%d || exit 3; printf x >&3; s=$(date +%%s%%N);"
+		 " r=$(timeout 8 cat <&3 | %s); echo \"$r $(( ($(date +%%s%%N) - s) / 1000000 ))\"",
+		 BULK_PORT, pipeline);
+	char out[256];
+	int code = inmate_sh(net, script, out, sizeof out);
+	char fmt[32];
+	snprintf(fmt, sizeof fmt, "%%%zus %%*s %%ld", word_size - 1);
+	if (strstr(pipeline, "wc") != NULL)
+		snprintf(fmt, sizeof fmt, "%%%zus %%ld", word_size - 1);
+	*ms = -1;
+	word[0] = '\0';
+	if (sscanf(out, fmt, word, ms) != 2)
+		fail_msg("bulk output: '%s'", out);
+	return code;
+}
+
+static contain_relay *relay_started(const contain_session_net *net, probe *p, bool record)
+{
+	return relay_from(net, p, net->gateway_ns, record);
+}
+
+/* 4 MiB through each data path of the relay, checked byte for byte on
+ * both ends: splice alone (no on_data), splice + tee (on_data sees every
+ * byte in order), and tee until on_data says "enough", then splice. */
+static void test_relay_bulk_paths(void **state)
+{
+	(void)state;
+	REQUIRE_LAB();
+	contain_session_net *net = session_new(3, true);
+	char want[65], got[80];
+	mamori_sha256_hex(want, lab.bulk, BULK_SIZE);
+	uint64_t want_hash = fnv1a(FNV_BASIS, lab.bulk, BULK_SIZE);
+	long ms = 0;
+
+	probe plain = { .verdict = RELAY_FORWARD };
+	contain_relay *r = relay_started(net, &plain, false);
+	assert_int_equal(bulk_fetch(net, "sha256sum", got, sizeof got, &ms), 0);
+	wait_for(&plain.ended, 1);
+	contain_relay_stop(r);
+	assert_string_equal(got, want);
+	assert_int_equal(plain.ended_flow.bytes_down, BULK_SIZE);
+	assert_int_equal(plain.ended_flow.bytes_up, 1);
+
+	probe rec = { .verdict = RELAY_FORWARD };
+	r = relay_started(net, &rec, true);
+	assert_int_equal(bulk_fetch(net, "sha256sum", got, sizeof got, &ms), 0);
+	wait_for(&rec.ended, 1);
+	contain_relay_stop(r);
+	assert_string_equal(got, want);
+	assert_int_equal(rec.ended_flow.bytes_down, BULK_SIZE);
+	assert_int_equal(atomic_load(&rec.data_down), BULK_SIZE);
+	assert_int_equal(atomic_load(&rec.data_up), 1);
+	assert_true(rec.down_hash == want_hash);
+
+	probe enough = { .verdict = RELAY_FORWARD, .down_enough = 1 << 20 };
+	r = relay_started(net, &enough, true);
+	assert_int_equal(bulk_fetch(net, "sha256sum", got, sizeof got, &ms), 0);
+	wait_for(&enough.ended, 1);
+	contain_relay_stop(r);
+	assert_string_equal(got, want);
+	assert_int_equal(enough.ended_flow.bytes_down, BULK_SIZE);
+	assert_true(atomic_load(&enough.data_down) >= (1u << 20));
+	/* At most one move (1 MiB) past the point where it said "enough". */
+	assert_true(atomic_load(&enough.data_down) <= BULK_SIZE / 2);
+	assert_true(enough.down_hash == fnv1a(FNV_BASIS, lab.bulk, atomic_load(&enough.data_down)));
+	session_end(net);
+	lab.used[3] = false;
+}
+
+/* LIMIT by rate: 4 MiB at 1 MiB/s takes more than 3 s (the bucket's burst
+ * is an eighth of a second), arrives whole, and is not cut. */
+static void test_limit_rate(void **state)
+{
+	(void)state;
+	REQUIRE_LAB();
+	contain_session_net *net = session_new(4, true);
+	probe p = { .verdict = RELAY_FORWARD, .limits = { .byte_rate = 1 << 20 } };
+	contain_relay *r = relay_started(net, &p, true);
+	char got[32];
+	long ms = 0;
+	assert_int_equal(bulk_fetch(net, "wc -c", got, sizeof got, &ms), 0);
+	wait_for(&p.ended, 1);
+	contain_relay_stats st;
+	contain_relay_stats_get(r, &st);
+	contain_relay_stop(r);
+	print_message("4 MiB at 1 MiB/s: %ld ms, throttled %.2f s\n", ms, p.ended_flow.throttled_s);
+	assert_string_equal(got, "4194304");
+	assert_true(ms >= 3000);
+	assert_true(ms < 7000);
+	assert_false(p.ended_flow.limited);
+	assert_true(p.ended_flow.limits.byte_rate == 1 << 20);
+	assert_true(p.ended_flow.throttled_s > 2.0);
+	assert_int_equal(st.throttled, 1);
+	assert_int_equal(st.limited, 0);
+	session_end(net);
+	lab.used[4] = false;
+}
+
+/* LIMIT by budget: a 100 KiB budget (both directions together) stops a
+ * 4 MiB download at the budget; the flow is cut, marked and counted. A
+ * budget the flow fits exactly does not cut it. */
+static void test_limit_budget(void **state)
+{
+	(void)state;
+	REQUIRE_LAB();
+	contain_session_net *net = session_new(5, true);
+	probe p = { .verdict = RELAY_FORWARD, .limits = { .byte_budget = 100 << 10 } };
+	contain_relay *r = relay_started(net, &p, true);
+	char got[32];
+	long ms = 0;
+	bulk_fetch(net, "wc -c", got, sizeof got, &ms);
+	wait_for(&p.ended, 1);
+	contain_relay_stats st;
+	contain_relay_stats_get(r, &st);
+	print_message("budget 100 KiB: the inmate got %s bytes in %ld ms\n", got, ms);
+	assert_true(strtoul(got, NULL, 10) <= 100u << 10);
+	assert_true(p.ended_flow.limited);
+	assert_int_equal(p.ended_flow.bytes_up + p.ended_flow.bytes_down, 100 << 10);
+	assert_int_equal(atomic_load(&p.data_down), (100 << 10) - 1);
+	assert_int_equal(st.limited, 1);
+	assert_true(ms < 3000); /* cut, not left to time out */
+	contain_relay_stop(r);
+
+	probe exact = { .verdict = RELAY_FORWARD, .limits = { .byte_budget = BULK_SIZE + 1 } };
+	r = relay_started(net, &exact, false);
+	assert_int_equal(bulk_fetch(net, "wc -c", got, sizeof got, &ms), 0);
+	wait_for(&exact.ended, 1);
+	contain_relay_stats_get(r, &st);
+	contain_relay_stop(r);
+	assert_string_equal(got, "4194304");
+	assert_false(exact.ended_flow.limited);
+	assert_int_equal(st.limited, 0);
+	session_end(net);
+	lab.used[5] = false;
+}
+
 static void test_nothing_left(void **state)
 {
 	(void)state;
@@ -842,7 +1066,8 @@ int main(void)
 		cmocka_unit_test(test_server_speaks_first), cmocka_unit_test(test_drop_leaks_nothing),
 		cmocka_unit_test(test_no_upstream),	    cmocka_unit_test(test_gateway_killed),
 		cmocka_unit_test(test_udp_tproxy),	    cmocka_unit_test(test_connection_cap),
-		cmocka_unit_test(test_nothing_left),
+		cmocka_unit_test(test_relay_bulk_paths),    cmocka_unit_test(test_limit_rate),
+		cmocka_unit_test(test_limit_budget),	    cmocka_unit_test(test_nothing_left),
 	};
 	return cmocka_run_group_tests(tests, lab_setup, lab_teardown);
 }

@@ -110,12 +110,22 @@ static void write_session(void)
 	for (int i = 0; i < 30; i++)
 		flow(log, 100 + i, "203.0.113.99", 80, "unknown", "drop");
 	emit(log, "detect",
-	     json_pack("{s:s, s:[s], s:f, s:i, s:i, s:s}", "kind", "flood", "targets", "203.0.113.99:80",
-		       "rate", 512.5, "count", 30, "window_ms", 1000, "verdict", "drop"));
+	     json_pack("{s:s, s:[s], s:f, s:i, s:i, s:s, s:s}", "kind", "flood", "targets", "203.0.113.99:80",
+		       "rate", 512.5, "count", 30, "window_ms", 1000, "verdict", "drop", "measure",
+		       "pkt-rate"));
 	emit(log, "detect",
 	     json_pack("{s:s, s:[s,s,s], s:f, s:i, s:i, s:s}", "kind", "scan", "targets", "198.51.100.1:22",
 		       "198.51.100.2:22", "198.51.100.3:22", "rate", 60.0, "count", 20, "window_ms", 10000,
 		       "verdict", "drop"));
+	/* A range scan fires once per new host: one scan in the report. */
+	for (int i = 0; i < 3; i++) {
+		char host[32];
+		snprintf(host, sizeof host, "203.0.113.%d", 120 + i);
+		emit(log, "detect",
+		     json_pack("{s:s, s:[s], s:f, s:i, s:i, s:s, s:s}", "kind", "scan", "targets", host,
+			       "rate", 2.1 + i, "count", 21 + i, "window_ms", 10000, "verdict", "drop",
+			       "measure", "distinct-dst"));
+	}
 	mamori_eventlog_free(log);
 }
 
@@ -188,7 +198,13 @@ static void test_features(void **state)
 	assert_non_null(flood);
 	assert_true(array_has(json_object_get(flood, "targets"), "203.0.113.99:80"));
 	assert_true(json_real_value(json_object_get(flood, "rate")) > 500);
-	assert_int_equal(json_array_size(json_object_get(j, "scans")), 1);
+	assert_string_equal(json_string_value(json_object_get(flood, "measure")), "pkt-rate");
+	assert_int_equal(json_integer_value(json_object_get(flood, "window_ms")), 1000);
+	assert_int_equal(json_array_size(json_object_get(j, "scans")), 2);
+	json_t *range = json_array_get(json_object_get(j, "scans"), 1);
+	assert_string_equal(json_string_value(json_object_get(range, "measure")), "distinct-dst");
+	assert_int_equal(json_array_size(json_object_get(range, "targets")), 3);
+	assert_int_equal(json_integer_value(json_object_get(range, "count")), 23);
 
 	/* Destinations: most flows first, named from the DNS answers. */
 	json_t *dests = json_object_get(j, "destinations");
