@@ -75,6 +75,7 @@ clean:
 # relay and the whole gateway in lab namespaces (wrk, curl); the table goes
 # into docs/benchmarks.md. `make bench` runs it last.
 bench-contain: build
+	@scripts/install-deps.sh bench
 	BUILD=$(BUILD) bench/contain/run.sh --doc
 
 # The unpacking benchmark alone (issue 4); `make bench` runs it too.

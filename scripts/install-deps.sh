@@ -9,7 +9,7 @@
 #          libraries and real peers (iptables-nft, ngircd, dnsmasq, swaks, hping3, tshark;
 #          they run only inside network namespaces the tests create)
 # corpus : mingw-w64 cross compilers and dpkg-dev (make corpus, make run)
-# bench  : ssdeep, TLSH and libfuzzy (make bench baselines)
+# bench  : ssdeep, TLSH and libfuzzy (make bench baselines), wrk (the gateway benchmark)
 # fuzz   : clang with libFuzzer (make fuzz)
 set -eu
 
@@ -18,7 +18,7 @@ build="gcc g++ make pkg-config meson ninja-build binutils libzydis-dev libjansso
  iproute2 iptables libmnl-dev libnetfilter-queue-dev libpcap-dev ngircd dnsmasq-base swaks hping3 iputils-ping tshark
  curl bind9-dnsutils util-linux procps jq"
 corpus="gcc make tcl gcc-mingw-w64-i686 gcc-mingw-w64-x86-64 binutils-mingw-w64 dpkg-dev python3"
-bench="ssdeep tlsh-tools libfuzzy-dev time"
+bench="ssdeep tlsh-tools libfuzzy-dev time wrk"
 fuzz="clang libfuzzer-14-dev libclang-rt-14-dev"
 lint="clang-format clang-tidy"
 

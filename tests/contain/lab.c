@@ -151,6 +151,12 @@ void lab_session_end(int k)
 	priv.used[k] = false;
 }
 
+void lab_session_track(int k, bool tracked)
+{
+	assert_true(k >= 0 && k < LAB_MAX_SESSIONS);
+	priv.used[k] = tracked;
+}
+
 void lab_dir(char *out, size_t cap, const char *name)
 {
 	snprintf(out, cap, "%s/%s", the_lab.dir, name);

@@ -58,6 +58,10 @@ contain_session_net *lab_session_new(int k, bool upstream);
 /** Remove session `k` and assert that its namespaces are gone. */
 void lab_session_end(int k);
 
+/** Track (or stop tracking) slot `k` for cleanup, for a test that fills
+ *  the_lab.sessions[k] itself (a session some other process made). */
+void lab_session_track(int k, bool tracked);
+
 /** A folder `name` under the scratch folder into `out`. */
 void lab_dir(char *out, size_t cap, const char *name);
 

@@ -37,66 +37,29 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "lab.h"
 #include "mamori/base.h"
 #include "netns.h"
 #include "relay.h"
 #include "sandbox.h"
 
-#define MAX_SESSIONS   8
-#define ECHO_ADDR      "198.51.100.10"
-#define ECHO_PORT      7
-#define BULK_PORT      19
-#define BULK_SIZE      ((size_t)4 << 20)
-#define GW_TCP_PORT    15001
-#define GW_UDP_PORT    15053
-#define BLACKHOLE_BASE 4200000u
+#define ECHO_ADDR "198.51.100.10"
+#define ECHO_PORT 7
+#define BULK_PORT 19
+#define BULK_SIZE ((size_t)4 << 20)
 
-static const char *const lab_ranges[] = { "198.51.100.0/24", "203.0.113.0/24" };
-
-/* Everything the lab created, so cleanup can remove it from anywhere. */
+/* This test's own part of the lab (lab.h has the namespaces). */
 static struct {
-	bool ready;
-	char pid_tag[8]; /* "t" + 6 hex digits of our pid */
-	char internet[CONTAIN_NAME_MAX];
-	char dir[64];
-	uint32_t metric;
-	bool blackholes;
-	contain_session_net sessions[MAX_SESSIONS];
-	bool used[MAX_SESSIONS];
 	int echo_fd;
 	int bulk_fd;
-	int count_fd;
 	uint8_t *bulk; /* BULK_SIZE bytes of the pattern */
 	pthread_t bulk_thread;
 	atomic_bool stop;
 	atomic_ulong packets;  /* received in the internet namespace */
 	atomic_uint echo_peer; /* address the echo server last saw (network order) */
-	pthread_t echo_thread, count_thread;
+	pthread_t echo_thread;
 	bool threads;
-} lab = { .echo_fd = -1, .bulk_fd = -1, .count_fd = -1 };
-
-static void lab_cleanup(void)
-{
-	for (int i = 0; i < MAX_SESSIONS; i++) {
-		if (lab.used[i])
-			contain_session_net_destroy(&lab.sessions[i]);
-		lab.used[i] = false;
-	}
-	if (lab.internet[0] != '\0')
-		contain_netns_del(lab.internet);
-	if (lab.blackholes) {
-		for (size_t i = 0; i < 2; i++)
-			contain_netns_blackhole(false, lab_ranges[i], lab.metric);
-		lab.blackholes = false;
-	}
-}
-
-static void on_signal(int sig)
-{
-	lab_cleanup();
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
+} lab = { .echo_fd = -1, .bulk_fd = -1 };
 
 /* One echo connection at a time is enough for these tests. */
 static void *echo_main(void *arg)
@@ -164,48 +127,23 @@ static void *bulk_main(void *arg)
 	return NULL;
 }
 
-/* Counts every packet that arrives on any interface of the internet
- * namespace (not the ones it sends itself). */
-static void *count_main(void *arg)
+/* Counts every IPv4 packet that arrives in the internet namespace
+ * (lab_count_start). */
+static void count_packet(const uint8_t *ip, size_t len)
 {
-	(void)arg;
-	uint8_t buf[2048];
-	while (!atomic_load(&lab.stop)) {
-		struct pollfd p = { .fd = lab.count_fd, .events = POLLIN };
-		if (poll(&p, 1, 100) <= 0)
-			continue;
-		struct sockaddr_ll from;
-		socklen_t len = sizeof from;
-		ssize_t n = recvfrom(lab.count_fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
-		if (n > 0 && from.sll_pkttype != PACKET_OUTGOING)
-			atomic_fetch_add(&lab.packets, 1);
-	}
-	return NULL;
+	(void)ip;
+	(void)len;
+	atomic_fetch_add(&lab.packets, 1);
 }
 
 static int lab_setup(void **state)
 {
 	(void)state;
-	if (geteuid() != 0)
+	static const char *const addrs[] = { ECHO_ADDR, "203.0.113.10", NULL };
+	if (lab_open("netns", addrs) != 0)
+		return -1;
+	if (!the_lab.ready)
 		return 0;
-	snprintf(lab.pid_tag, sizeof lab.pid_tag, "t%06x", (unsigned)getpid() & 0xffffffu);
-	snprintf(lab.internet, sizeof lab.internet, CONTAIN_NS_PREFIX "%s-net", lab.pid_tag);
-	snprintf(lab.dir, sizeof lab.dir, "/tmp/mamori-test-netns-%d", (int)getpid());
-	lab.metric = BLACKHOLE_BASE + (uint32_t)getpid() % 100000u;
-	atexit(lab_cleanup);
-	signal(SIGTERM, on_signal);
-	signal(SIGINT, on_signal);
-	signal(SIGPIPE, SIG_IGN);
-	if (mamori_mkdir_p(lab.dir) != MAMORI_OK)
-		return -1;
-	lab.blackholes = true;
-	for (size_t i = 0; i < 2; i++)
-		if (contain_netns_blackhole(true, lab_ranges[i], lab.metric) != MAMORI_OK)
-			return -1;
-	if (contain_netns_add(lab.internet) != MAMORI_OK ||
-	    contain_netns_addr_add(lab.internet, "lo", ECHO_ADDR, 32) != MAMORI_OK ||
-	    contain_netns_addr_add(lab.internet, "lo", "203.0.113.10", 32) != MAMORI_OK)
-		return -1;
 	lab.bulk = malloc(BULK_SIZE);
 	if (lab.bulk == NULL)
 		return -1;
@@ -213,27 +151,13 @@ static int lab_setup(void **state)
 	 * skipped by the relay changes the hash. */
 	for (size_t i = 0; i < BULK_SIZE; i++)
 		lab.bulk[i] = (uint8_t)(i * 7 + (i >> 16) * 13 + (i >> 9));
-	if (contain_netns_socket(&lab.echo_fd, lab.internet, AF_INET, SOCK_STREAM, 0) != MAMORI_OK ||
-	    contain_netns_socket(&lab.bulk_fd, lab.internet, AF_INET, SOCK_STREAM, 0) != MAMORI_OK ||
-	    contain_netns_socket(&lab.count_fd, lab.internet, AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)) !=
-		    MAMORI_OK)
-		return -1;
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(ECHO_PORT) };
-	inet_pton(AF_INET, ECHO_ADDR, &sa.sin_addr);
-	int one = 1;
-	setsockopt(lab.echo_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (bind(lab.echo_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lab.echo_fd, 16) != 0)
-		return -1;
-	sa.sin_port = htons(BULK_PORT);
-	setsockopt(lab.bulk_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (bind(lab.bulk_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lab.bulk_fd, 16) != 0)
+	if ((lab.echo_fd = lab_listen(ECHO_ADDR, ECHO_PORT)) < 0 ||
+	    (lab.bulk_fd = lab_listen(ECHO_ADDR, BULK_PORT)) < 0 || lab_count_start(count_packet) != 0)
 		return -1;
 	if (pthread_create(&lab.echo_thread, NULL, echo_main, NULL) != 0 ||
-	    pthread_create(&lab.bulk_thread, NULL, bulk_main, NULL) != 0 ||
-	    pthread_create(&lab.count_thread, NULL, count_main, NULL) != 0)
+	    pthread_create(&lab.bulk_thread, NULL, bulk_main, NULL) != 0)
 		return -1;
 	lab.threads = true;
-	lab.ready = true;
 	return 0;
 }
 
@@ -244,85 +168,20 @@ static int lab_teardown(void **state)
 	if (lab.threads) {
 		pthread_join(lab.echo_thread, NULL);
 		pthread_join(lab.bulk_thread, NULL);
-		pthread_join(lab.count_thread, NULL);
 	}
 	if (lab.echo_fd >= 0)
 		close(lab.echo_fd);
 	if (lab.bulk_fd >= 0)
 		close(lab.bulk_fd);
 	free(lab.bulk);
-	if (lab.count_fd >= 0)
-		close(lab.count_fd);
-	lab_cleanup();
-	/* The session folder holds only the sandbox's captures. */
-	if (lab.dir[0] != '\0') {
-		char path[128];
-		snprintf(path, sizeof path, "%s/stdout.txt", lab.dir);
-		unlink(path);
-		snprintf(path, sizeof path, "%s/stderr.txt", lab.dir);
-		unlink(path);
-		snprintf(path, sizeof path, "%s/session.net", lab.dir);
-		unlink(path);
-		rmdir(lab.dir);
-	}
+	lab_close();
 	return 0;
-}
-
-#define REQUIRE_LAB()           \
-	do {                    \
-		if (!lab.ready) \
-			skip(); \
-	} while (0)
-
-/* A session in slot `k`, registered for cleanup before it exists. */
-static contain_session_net *session_new(int k, bool upstream)
-{
-	char tag[CONTAIN_TAG_MAX];
-	snprintf(tag, sizeof tag, "%s%c", lab.pid_tag, 'a' + k);
-	contain_netns_config cfg = { .tag = tag,
-				     .slot = (uint32_t)k,
-				     .upstream_netns = upstream ? lab.internet : NULL,
-				     .tcp_port = GW_TCP_PORT,
-				     .udp_port = GW_UDP_PORT,
-				     .nfqueue = 7 };
-	lab.used[k] = true;
-	int rc = contain_session_net_create(&lab.sessions[k], &cfg);
-	if (rc != MAMORI_OK)
-		fail_msg("session: %s", mamori_error_detail());
-	return &lab.sessions[k];
-}
-
-static void session_end(contain_session_net *net)
-{
-	assert_int_equal(contain_session_net_destroy(net), MAMORI_OK);
-	assert_false(contain_netns_exists(net->inmate_ns));
-	assert_false(contain_netns_exists(net->gateway_ns));
 }
 
 /* Run a bash snippet in the inmate; returns its exit code, stdout in `out`. */
 static int inmate_sh(const contain_session_net *net, const char *script, char *out, size_t out_size)
 {
-	char *const argv[] = { "/bin/bash", "-c", (char *)script, NULL };
-	contain_sandbox_config cfg = {
-		.netns = net->inmate_ns, .session_dir = lab.dir, .argv = argv, .timeout_ms = 10000
-	};
-	contain_sandbox_result res;
-	int rc = contain_sandbox_run(&res, &cfg);
-	if (rc != MAMORI_OK)
-		fail_msg("sandbox: %s", mamori_error_detail());
-	char path[128];
-	snprintf(path, sizeof path, "%s/stdout.txt", lab.dir);
-	uint8_t *data = NULL;
-	size_t len = 0;
-	out[0] = '\0';
-	if (mamori_file_read(&data, &len, path, 1 << 16) == MAMORI_OK) {
-		size_t n = len < out_size - 1 ? len : out_size - 1;
-		memcpy(out, data, n);
-		out[n] = '\0';
-		free(data);
-	}
-	assert_false(res.timed_out);
-	return res.exited ? res.exit_code : 128 + res.term_signal;
+	return lab_inmate_sh(net->inmate_ns, the_lab.dir, script, out, out_size, 10000);
 }
 
 /* What the verdict callback saw, and what it answers. */
@@ -386,7 +245,7 @@ static contain_relay *relay_from(const contain_session_net *net, probe *p, const
 				 bool record)
 {
 	contain_relay_config cfg = { .listen_netns = net->gateway_ns,
-				     .port = GW_TCP_PORT,
+				     .port = LAB_TCP_PORT,
 				     .upstream_netns = upstream_ns,
 				     .decide = probe_decide,
 				     .on_end = probe_end,
@@ -401,7 +260,7 @@ static contain_relay *relay_from(const contain_session_net *net, probe *p, const
 /* The relay connects upstream from inside the internet namespace itself. */
 static contain_relay *relay_for(const contain_session_net *net, probe *p, bool upstream)
 {
-	return relay_from(net, p, upstream ? lab.internet : NULL, false);
+	return relay_from(net, p, upstream ? the_lab.internet : NULL, false);
 }
 
 static void wait_for(atomic_int *v, int want)
@@ -458,11 +317,11 @@ static void test_names_and_records(void **state)
 static void test_create_destroy(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(0, true);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(0, true);
 	assert_true(contain_netns_exists(net->inmate_ns));
 	assert_true(contain_netns_exists(net->gateway_ns));
-	assert_string_equal(net->upstream_ns, lab.internet);
+	assert_string_equal(net->upstream_ns, the_lab.internet);
 	char a[INET_ADDRSTRLEN];
 	inet_ntop(AF_INET, &net->inmate_addr, a, sizeof a);
 	assert_string_equal(a, "10.66.0.2");
@@ -474,9 +333,8 @@ static void test_create_destroy(void **state)
 	assert_true(contain_netns_exists(net->gateway_ns));
 	assert_int_equal(contain_session_net_destroy(&twin), MAMORI_OK);
 	assert_true(contain_netns_exists(net->gateway_ns));
-	session_end(net);
+	lab_session_end(0);
 	assert_int_equal(contain_session_net_destroy(net), MAMORI_OK); /* idempotent */
-	lab.used[0] = false;
 }
 
 /* A session whose process dies without cleaning up is removed later from
@@ -484,21 +342,21 @@ static void test_create_destroy(void **state)
 static void test_cleanup_after_crash(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
+	LAB_REQUIRE();
 	char record[128];
-	snprintf(record, sizeof record, "%s/session.net", lab.dir);
-	contain_session_net *net = &lab.sessions[1];
-	lab.used[1] = true;
+	snprintf(record, sizeof record, "%s/session.net", the_lab.dir);
+	contain_session_net *net = &the_lab.sessions[1];
+	lab_session_track(1, true);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		char tag[CONTAIN_TAG_MAX];
-		snprintf(tag, sizeof tag, "%sb", lab.pid_tag);
+		snprintf(tag, sizeof tag, "%sb", the_lab.pid_tag);
 		contain_netns_config cfg = { .tag = tag,
 					     .slot = 1,
-					     .upstream_netns = lab.internet,
-					     .tcp_port = GW_TCP_PORT,
-					     .udp_port = GW_UDP_PORT };
+					     .upstream_netns = the_lab.internet,
+					     .tcp_port = LAB_TCP_PORT,
+					     .udp_port = LAB_UDP_PORT };
 		contain_session_net n;
 		if (contain_session_net_create(&n, &cfg) != MAMORI_OK ||
 		    contain_session_net_record(&n, record) != MAMORI_OK)
@@ -509,7 +367,7 @@ static void test_cleanup_after_crash(void **state)
 	waitpid(pid, &status, 0);
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	/* What the crashed session left, so the lab can clean it if we fail. */
-	snprintf(net->tag, sizeof net->tag, "%sb", lab.pid_tag);
+	snprintf(net->tag, sizeof net->tag, "%sb", the_lab.pid_tag);
 	snprintf(net->inmate_ns, sizeof net->inmate_ns, CONTAIN_NS_PREFIX "%s-in", net->tag);
 	snprintf(net->gateway_ns, sizeof net->gateway_ns, CONTAIN_NS_PREFIX "%s-gw", net->tag);
 	assert_true(contain_netns_exists(net->inmate_ns));
@@ -518,14 +376,14 @@ static void test_cleanup_after_crash(void **state)
 	assert_false(contain_netns_exists(net->inmate_ns));
 	assert_false(contain_netns_exists(net->gateway_ns));
 	assert_int_equal(contain_session_net_cleanup_file(record), MAMORI_OK); /* idempotent */
-	lab.used[1] = false;
+	lab_session_track(1, false);
 }
 
 static void test_sandbox_limits(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(2, false);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(2, false);
 	char out[256];
 	/* pid 1 of its own pid namespace, own /proc, only lo and eth0. */
 	assert_int_equal(inmate_sh(net, "echo $$; ls /sys/class/net | tr '\\n' ' '", out, sizeof out), 0);
@@ -534,12 +392,29 @@ static void test_sandbox_limits(void **state)
 	assert_string_equal(out, "256\n60\n");
 	assert_int_equal(inmate_sh(net, "exit 42", out, sizeof out), 42);
 	/* Root inside, but without capabilities: no way back to the host's
-	 * namespace, no mounts, no changes to the (gateway's) rules. */
-	assert_int_equal(inmate_sh(net, "grep -E '^Cap(Eff|Bnd|Prm):' /proc/self/status | tr -d '\\t'", out,
-				   sizeof out),
-			 0);
+	 * namespace, no mounts, no changes to the (gateway's) rules. With raw
+	 * sockets (as lab_inmate_sh and `mamori sandbox run` give) CAP_NET_RAW
+	 * alone, bit 13; without, nothing at all. */
+	static const char caps[] = "grep -E '^Cap(Eff|Bnd|Prm):' /proc/self/status | tr -d '\\t'";
+	assert_int_equal(inmate_sh(net, caps, out, sizeof out), 0);
 	assert_string_equal(out,
-			    "CapPrm:0000000000000000\nCapEff:0000000000000000\nCapBnd:0000000000000000\n");
+			    "CapPrm:0000000000002000\nCapEff:0000000000002000\nCapBnd:0000000000002000\n");
+	char *const caps_argv[] = { "/bin/bash", "-c", (char *)caps, NULL };
+	contain_sandbox_config plain = { .netns = net->inmate_ns,
+					 .session_dir = the_lab.dir,
+					 .argv = caps_argv };
+	contain_sandbox_result plain_res;
+	assert_int_equal(contain_sandbox_run(&plain_res, &plain), MAMORI_OK);
+	assert_true(plain_res.exited && plain_res.exit_code == 0);
+	char path[160];
+	snprintf(path, sizeof path, "%s/stdout.txt", the_lab.dir);
+	uint8_t *text = NULL;
+	size_t text_len = 0;
+	assert_int_equal(mamori_file_read(&text, &text_len, path, 4096), MAMORI_OK);
+	static const char none[] =
+		"CapPrm:0000000000000000\nCapEff:0000000000000000\nCapBnd:0000000000000000\n";
+	assert_true(text_len == sizeof none - 1 && !memcmp(text, none, text_len));
+	free(text);
 	char escape[160];
 	snprintf(escape, sizeof escape, "nsenter --net=/run/netns/%s true", net->gateway_ns);
 	assert_int_not_equal(inmate_sh(net, escape, out, sizeof out), 0);
@@ -547,7 +422,7 @@ static void test_sandbox_limits(void **state)
 	/* The wall-clock timeout kills the whole tree. */
 	char *const argv[] = { "/bin/bash", "-c", "sleep 30 & sleep 30", NULL };
 	contain_sandbox_config cfg = {
-		.netns = net->inmate_ns, .session_dir = lab.dir, .argv = argv, .timeout_ms = 300
+		.netns = net->inmate_ns, .session_dir = the_lab.dir, .argv = argv, .timeout_ms = 300
 	};
 	contain_sandbox_result res;
 	assert_int_equal(contain_sandbox_run(&res, &cfg), MAMORI_OK);
@@ -557,15 +432,14 @@ static void test_sandbox_limits(void **state)
 	char *const missing[] = { "no-such-program-mamori", NULL };
 	cfg.argv = missing;
 	assert_int_equal(contain_sandbox_run(&res, &cfg), MAMORI_ENOTFOUND);
-	session_end(net);
-	lab.used[2] = false;
+	lab_session_end(2);
 }
 
 static void test_forward_end_to_end(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(3, true);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(3, true);
 	probe p = { .verdict = RELAY_FORWARD };
 	contain_relay *r = relay_for(net, &p, true);
 	packets_reset();
@@ -588,8 +462,7 @@ static void test_forward_end_to_end(void **state)
 	assert_int_equal(p.ended_flow.verdict, RELAY_FORWARD);
 	assert_int_equal(p.ended_flow.bytes_up, 5);
 	assert_int_equal(p.ended_flow.bytes_down, 5);
-	session_end(net);
-	lab.used[3] = false;
+	lab_session_end(3);
 }
 
 /* The relay connects from the gateway namespace: the connection crosses
@@ -598,8 +471,8 @@ static void test_forward_end_to_end(void **state)
 static void test_forward_via_gateway_link(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(1, true);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(1, true);
 	probe p = { .verdict = RELAY_FORWARD };
 	contain_relay *r = relay_from(net, &p, net->gateway_ns, true);
 	atomic_store(&lab.echo_peer, 0);
@@ -621,8 +494,7 @@ static void test_forward_via_gateway_link(void **state)
 	assert_int_not_equal(code, 0);
 	assert_int_equal(atomic_load(&p.ended), 2);
 	assert_int_equal(p.ended_flow.upstream_errno, ENETUNREACH);
-	session_end(net);
-	lab.used[1] = false;
+	lab_session_end(1);
 }
 
 /* A client that waits for the server to speak first is decided on after
@@ -630,8 +502,8 @@ static void test_forward_via_gateway_link(void **state)
 static void test_server_speaks_first(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(2, false);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(2, false);
 	probe p = { .verdict = RELAY_DROP };
 	contain_relay *r = relay_for(net, &p, false);
 	char out[64];
@@ -648,8 +520,7 @@ static void test_server_speaks_first(void **state)
 	contain_relay_stop(r);
 	assert_string_equal(p.first, "hello");
 	assert_true(p.t_decide - p.last.t_start < 0.25);
-	session_end(net);
-	lab.used[2] = false;
+	lab_session_end(2);
 }
 
 /* An ICMP echo request from the inmate's namespace (our own raw socket:
@@ -697,8 +568,8 @@ static long nfqueue_packets(const contain_session_net *net)
 static void test_drop_leaks_nothing(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(4, true);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(4, true);
 	probe p = { .verdict = RELAY_DROP };
 	contain_relay *r = relay_for(net, &p, true);
 	packets_reset();
@@ -722,8 +593,7 @@ static void test_drop_leaks_nothing(void **state)
 	assert_int_equal(leaked, 0);
 	/* The ICMP packet went to NFQUEUE (no listener: dropped there). */
 	assert_int_equal(nfqueue_packets(net), 1);
-	session_end(net);
-	lab.used[4] = false;
+	lab_session_end(4);
 }
 
 /* Without --upstream-netns the relay has nowhere to forward to: FORWARD
@@ -731,8 +601,8 @@ static void test_drop_leaks_nothing(void **state)
 static void test_no_upstream(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(5, false);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(5, false);
 	probe p = { .verdict = RELAY_FORWARD };
 	contain_relay *r = relay_for(net, &p, false);
 	packets_reset();
@@ -748,8 +618,7 @@ static void test_no_upstream(void **state)
 	assert_string_equal(out, "");
 	assert_int_equal(p.ended_flow.verdict, RELAY_DROP);
 	assert_int_equal(leaked, 0);
-	session_end(net);
-	lab.used[5] = false;
+	lab_session_end(5);
 }
 
 /* The gateway runs as its own process; once it is SIGKILLed the inmate has
@@ -757,8 +626,8 @@ static void test_no_upstream(void **state)
 static void test_gateway_killed(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(6, true);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(6, true);
 	int ready[2];
 	assert_int_equal(pipe(ready), 0);
 	pid_t gw = fork();
@@ -791,8 +660,7 @@ static void test_gateway_killed(void **state)
 	unsigned long leaked = packets_after_quiet();
 	assert_int_equal(code, 3); /* connection refused by the gateway namespace */
 	assert_int_equal(leaked, 0);
-	session_end(net);
-	lab.used[6] = false;
+	lab_session_end(6);
 }
 
 /* Inmate UDP reaches a transparent socket in the gateway, which learns the
@@ -800,8 +668,8 @@ static void test_gateway_killed(void **state)
 static void test_udp_tproxy(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(7, true);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(7, true);
 	int fd = -1;
 	assert_int_equal(contain_netns_socket(&fd, net->gateway_ns, AF_INET, SOCK_DGRAM, 0), MAMORI_OK);
 	int one = 1;
@@ -809,7 +677,7 @@ static void test_udp_tproxy(void **state)
 	assert_int_equal(setsockopt(fd, SOL_IP, IP_RECVORIGDSTADDR, &one, sizeof one), 0);
 	struct sockaddr_in sa = { .sin_family = AF_INET,
 				  .sin_addr = net->gateway_addr,
-				  .sin_port = htons(GW_UDP_PORT) };
+				  .sin_port = htons(LAB_UDP_PORT) };
 	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
 	packets_reset();
 	char out[64];
@@ -843,8 +711,7 @@ static void test_udp_tproxy(void **state)
 	assert_string_equal(a, ECHO_ADDR);
 	assert_int_equal(ntohs(orig.sin_port), 53);
 	assert_int_equal(packets_after_quiet(), 0);
-	session_end(net);
-	lab.used[7] = false;
+	lab_session_end(7);
 }
 
 /* Holds a reflected connection until the inmate closes it. */
@@ -866,11 +733,11 @@ static void hold_reflect(void *ctx, const relay_flow *f, int fd, const uint8_t *
 static void test_connection_cap(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(0, false);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(0, false);
 	probe p = { .verdict = RELAY_REFLECT };
 	contain_relay_config cfg = { .listen_netns = net->gateway_ns,
-				     .port = GW_TCP_PORT,
+				     .port = LAB_TCP_PORT,
 				     .max_conns = 2,
 				     .decide = probe_decide,
 				     .reflect = hold_reflect,
@@ -892,8 +759,7 @@ static void test_connection_cap(void **state)
 	assert_int_equal(st.refused_over_cap, 5);
 	assert_int_equal(st.reflected, 2);
 	assert_int_equal(atomic_load(&p.ended), 2);
-	session_end(net);
-	lab.used[0] = false;
+	lab_session_end(0);
 }
 
 /* Download the bulk pattern in the inmate through `pipeline` (sha256sum,
@@ -931,8 +797,8 @@ static contain_relay *relay_started(const contain_session_net *net, probe *p, bo
 static void test_relay_bulk_paths(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(3, true);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(3, true);
 	char want[65], got[80];
 	mamori_sha256_hex(want, lab.bulk, BULK_SIZE);
 	uint64_t want_hash = fnv1a(FNV_BASIS, lab.bulk, BULK_SIZE);
@@ -969,8 +835,7 @@ static void test_relay_bulk_paths(void **state)
 	/* At most one move (1 MiB) past the point where it said "enough". */
 	assert_true(atomic_load(&enough.data_down) <= BULK_SIZE / 2);
 	assert_true(enough.down_hash == fnv1a(FNV_BASIS, lab.bulk, atomic_load(&enough.data_down)));
-	session_end(net);
-	lab.used[3] = false;
+	lab_session_end(3);
 }
 
 /* LIMIT by rate: 4 MiB at 1 MiB/s takes more than 3 s (the bucket's burst
@@ -978,8 +843,8 @@ static void test_relay_bulk_paths(void **state)
 static void test_limit_rate(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(4, true);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(4, true);
 	probe p = { .verdict = RELAY_FORWARD, .limits = { .byte_rate = 1 << 20 } };
 	contain_relay *r = relay_started(net, &p, true);
 	char got[32];
@@ -998,8 +863,7 @@ static void test_limit_rate(void **state)
 	assert_true(p.ended_flow.throttled_s > 2.0);
 	assert_int_equal(st.throttled, 1);
 	assert_int_equal(st.limited, 0);
-	session_end(net);
-	lab.used[4] = false;
+	lab_session_end(4);
 }
 
 /* LIMIT by budget: a 100 KiB budget (both directions together) stops a
@@ -1008,8 +872,8 @@ static void test_limit_rate(void **state)
 static void test_limit_budget(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	contain_session_net *net = session_new(5, true);
+	LAB_REQUIRE();
+	contain_session_net *net = lab_session_new(5, true);
 	probe p = { .verdict = RELAY_FORWARD, .limits = { .byte_budget = 100 << 10 } };
 	contain_relay *r = relay_started(net, &p, true);
 	char got[32];
@@ -1036,22 +900,24 @@ static void test_limit_budget(void **state)
 	assert_string_equal(got, "4194304");
 	assert_false(exact.ended_flow.limited);
 	assert_int_equal(st.limited, 0);
-	session_end(net);
-	lab.used[5] = false;
+	lab_session_end(5);
 }
 
 static void test_nothing_left(void **state)
 {
 	(void)state;
-	REQUIRE_LAB();
-	lab_cleanup();
-	assert_false(contain_netns_exists(lab.internet));
+	LAB_REQUIRE();
+	char internet[CONTAIN_NAME_MAX], tag[8];
+	snprintf(internet, sizeof internet, "%s", the_lab.internet);
+	snprintf(tag, sizeof tag, "%s", the_lab.pid_tag);
+	lab_close();
+	assert_false(contain_netns_exists(internet));
 	FILE *f = popen("ip netns list 2>/dev/null", "r");
 	assert_non_null(f);
 	char line[256];
 	int ours = 0;
 	while (fgets(line, sizeof line, f) != NULL)
-		if (strstr(line, lab.pid_tag) != NULL)
+		if (strstr(line, tag) != NULL)
 			ours++;
 	pclose(f);
 	assert_int_equal(ours, 0);
