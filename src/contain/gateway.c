@@ -539,19 +539,26 @@ static void download_finish(contain_gateway *gw, gw_flow *f, bool cut)
 	contain_httpbody_split(f->down, f->down_len, !f->down_over && !cut, head, f->n_req, download_one, &d);
 }
 
+/* Bytes a relay passed on, into the flow's classifier and the log. The
+ * relays hand the first bytes (or datagram) over again, which the verdict
+ * already fed: false for those. */
+static bool flow_feed(contain_gateway *gw, gw_flow *f, bool up, const uint8_t *data, size_t n)
+{
+	if (up && f->first_fed > 0 && !f->first_skipped) {
+		f->first_skipped = true;
+		return false;
+	}
+	proto_flow_feed(f->pf, data, n, up ? PROTO_TO_SERVER : PROTO_TO_CLIENT);
+	drain_events(gw, f);
+	return true;
+}
+
 static void gw_data(void *ctx, const relay_flow *rf, bool up, const uint8_t *data, size_t n)
 {
 	contain_gateway *gw = ctx;
 	gw_flow *f = flow_find(gw, CONTAIN_TRANSPORT_TCP, rf->id, false);
-	if (!f)
+	if (!f || !flow_feed(gw, f, up, data, n))
 		return;
-	/* The relay hands the first bytes over again as its first chunk. */
-	if (up && f->first_fed > 0 && !f->first_skipped) {
-		f->first_skipped = true;
-		return;
-	}
-	proto_flow_feed(f->pf, data, n, up ? PROTO_TO_SERVER : PROTO_TO_CLIENT);
-	drain_events(gw, f);
 	if (!up && f->http && !f->down_over)
 		down_append(f, data, n);
 	/* The relay splices what we do not need to see (relay.h). */
@@ -764,15 +771,8 @@ static void gw_udp_data(void *ctx, const contain_udp_flow *uf, bool up, const ui
 {
 	contain_gateway *gw = ctx;
 	gw_flow *f = flow_find(gw, CONTAIN_TRANSPORT_UDP, uf->id, false);
-	if (!f)
-		return;
-	/* The first datagram was fed when the verdict was taken. */
-	if (up && f->first_fed > 0 && !f->first_skipped) {
-		f->first_skipped = true;
-		return;
-	}
-	proto_flow_feed(f->pf, data, n, up ? PROTO_TO_SERVER : PROTO_TO_CLIENT);
-	drain_events(gw, f);
+	if (f)
+		flow_feed(gw, f, up, data, n);
 }
 
 static void gw_udp_end(void *ctx, const contain_udp_flow *uf)

@@ -208,6 +208,39 @@ int lab_listen(const char *addr, uint16_t port)
 	return fd;
 }
 
+long lab_nfqueue_packets(const char *gw_ns)
+{
+	char cmd[160];
+	snprintf(cmd, sizeof cmd, "ip netns exec %s iptables -w -L FORWARD -v -x -n 2>/dev/null", gw_ns);
+	FILE *f = popen(cmd, "r");
+	assert_non_null(f);
+	char line[512];
+	long pkts = -1;
+	while (fgets(line, sizeof line, f) != NULL)
+		if (strstr(line, "NFQUEUE") != NULL)
+			pkts = strtol(line, NULL, 10);
+	pclose(f);
+	return pkts;
+}
+
+void lab_close_nothing_left(void)
+{
+	char internet[CONTAIN_NAME_MAX], tag[8];
+	snprintf(internet, sizeof internet, "%s", the_lab.internet);
+	snprintf(tag, sizeof tag, "%s", the_lab.pid_tag);
+	lab_close();
+	assert_false(contain_netns_exists(internet));
+	FILE *f = popen("ip netns list 2>/dev/null", "r");
+	assert_non_null(f);
+	char line[256];
+	int ours = 0;
+	while (fgets(line, sizeof line, f) != NULL)
+		if (strstr(line, tag) != NULL)
+			ours++;
+	pclose(f);
+	assert_int_equal(ours, 0);
+}
+
 static void *count_main(void *arg)
 {
 	(void)arg;

@@ -77,6 +77,14 @@ int lab_inmate_sh(const char *inmate_ns, const char *dir, const char *script, ch
  *  failure. */
 int lab_listen(const char *addr, uint16_t port);
 
+/** Packets counted by the NFQUEUE rule of gateway namespace `gw_ns` (-1:
+ *  no such rule). */
+long lab_nfqueue_packets(const char *gw_ns);
+
+/** The last test of a lab: close it and assert that no namespace of this
+ *  test is left. */
+void lab_close_nothing_left(void);
+
 /** Called by the counter for every IPv4 packet that arrives on any
  *  interface of the lab internet (not those it sends). */
 typedef void (*lab_packet_fn)(const uint8_t *ip, size_t len);

@@ -546,23 +546,6 @@ static void send_icmp_echo(const contain_session_net *net)
 	close(fd);
 }
 
-/* Packets counted by the gateway's NFQUEUE rule. */
-static long nfqueue_packets(const contain_session_net *net)
-{
-	char cmd[160];
-	snprintf(cmd, sizeof cmd, "ip netns exec %s iptables -w -L FORWARD -v -x -n 2>/dev/null",
-		 net->gateway_ns);
-	FILE *f = popen(cmd, "r");
-	assert_non_null(f);
-	char line[512];
-	long pkts = -1;
-	while (fgets(line, sizeof line, f) != NULL)
-		if (strstr(line, "NFQUEUE") != NULL)
-			pkts = strtol(line, NULL, 10);
-	pclose(f);
-	return pkts;
-}
-
 /* DROP closes the inmate's connection, and with an upstream link in place
  * nothing at all (TCP, UDP, anything) reaches the internet namespace. */
 static void test_drop_leaks_nothing(void **state)
@@ -592,7 +575,7 @@ static void test_drop_leaks_nothing(void **state)
 	assert_int_equal(st.dropped, 1);
 	assert_int_equal(leaked, 0);
 	/* The ICMP packet went to NFQUEUE (no listener: dropped there). */
-	assert_int_equal(nfqueue_packets(net), 1);
+	assert_int_equal(lab_nfqueue_packets(net->gateway_ns), 1);
 	lab_session_end(4);
 }
 
@@ -907,20 +890,7 @@ static void test_nothing_left(void **state)
 {
 	(void)state;
 	LAB_REQUIRE();
-	char internet[CONTAIN_NAME_MAX], tag[8];
-	snprintf(internet, sizeof internet, "%s", the_lab.internet);
-	snprintf(tag, sizeof tag, "%s", the_lab.pid_tag);
-	lab_close();
-	assert_false(contain_netns_exists(internet));
-	FILE *f = popen("ip netns list 2>/dev/null", "r");
-	assert_non_null(f);
-	char line[256];
-	int ours = 0;
-	while (fgets(line, sizeof line, f) != NULL)
-		if (strstr(line, tag) != NULL)
-			ours++;
-	pclose(f);
-	assert_int_equal(ours, 0);
+	lab_close_nothing_left();
 }
 
 int main(void)

@@ -573,23 +573,6 @@ static void ping_flood_from_inmate(const contain_session_net *net, unsigned coun
 	close(fd);
 }
 
-/* Packets counted by the gateway's NFQUEUE rule (-1: no such rule). */
-static long nfqueue_rule_packets(const contain_session_net *net)
-{
-	char cmd[160];
-	snprintf(cmd, sizeof cmd, "ip netns exec %s iptables -w -L FORWARD -v -x -n 2>/dev/null",
-		 net->gateway_ns);
-	FILE *f = popen(cmd, "r");
-	assert_non_null(f);
-	char line[512];
-	long pkts = -1;
-	while (fgets(line, sizeof line, f) != NULL)
-		if (strstr(line, "NFQUEUE") != NULL)
-			pkts = strtol(line, NULL, 10);
-	pclose(f);
-	return pkts;
-}
-
 typedef struct nfq_probe {
 	contain_nfq_verdict verdict;
 	unsigned accept_every; /* > 0: ACCEPT one packet in that many, DROP the rest */
@@ -669,12 +652,12 @@ static void test_nfq_icmp(void **state)
 	assert_int_equal(atomic_load(&pr.seen), 6);
 
 	/* Nobody listening: queued, not forwarded. */
-	long before = nfqueue_rule_packets(net);
+	long before = lab_nfqueue_packets(net->gateway_ns);
 	counts_reset();
 	assert_false(ping_from_inmate(net, 21, 16, 500));
 	usleep(300000);
 	assert_int_equal(atomic_load(&lab.ipv4), 0);
-	assert_int_equal(nfqueue_rule_packets(net), before + 1);
+	assert_int_equal(lab_nfqueue_packets(net->gateway_ns), before + 1);
 
 	/* A listener again on the freed queue works at once. */
 	pr.verdict = CONTAIN_NFQ_ACCEPT;
@@ -714,7 +697,7 @@ static void test_nfq_ping_flood(void **state)
 	if (contain_nfq_start(&q, &cfg) != MAMORI_OK)
 		fail_msg("nfq: %s", mamori_error_detail());
 	counts_reset();
-	long queued_before = nfqueue_rule_packets(net);
+	long queued_before = lab_nfqueue_packets(net->gateway_ns);
 	const unsigned sent = 20000;
 	double t0 = mamori_now();
 	ping_flood_from_inmate(net, sent);
@@ -728,7 +711,7 @@ static void test_nfq_ping_flood(void **state)
 	double took = mamori_now() - t0;
 	usleep(300000);
 	contain_nfq_stop(q, &st);
-	long queued = nfqueue_rule_packets(net) - queued_before;
+	long queued = lab_nfqueue_packets(net->gateway_ns) - queued_before;
 	print_message("ping flood: %u sent, %ld queued, %llu seen by the listener in %.2f s (%.0f/s), %llu "
 		      "accepted, "
 		      "%llu overruns, %llu errors, %lu at the lab\n",
@@ -989,14 +972,8 @@ static void test_no_namespaces_left(void **state)
 {
 	(void)state;
 	LAB_REQUIRE();
-	char cmd[96];
-	snprintf(cmd, sizeof cmd, "ip netns list | grep -c '%s[a-z]-' || true", the_lab.pid_tag);
-	FILE *f = popen(cmd, "r");
-	assert_non_null(f);
-	char line[32] = "";
-	assert_non_null(fgets(line, sizeof line, f));
-	pclose(f);
-	assert_int_equal(strtol(line, NULL, 10), 0);
+	listener_stop();
+	lab_close_nothing_left();
 }
 
 int main(void)

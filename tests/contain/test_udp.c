@@ -873,20 +873,7 @@ static void test_nothing_left(void **state)
 	(void)state;
 	LAB_REQUIRE();
 	dnsmasq_stop();
-	char internet[CONTAIN_NAME_MAX], tag[8];
-	snprintf(internet, sizeof internet, "%s", the_lab.internet);
-	snprintf(tag, sizeof tag, "%s", the_lab.pid_tag);
-	lab_close();
-	assert_false(contain_netns_exists(internet));
-	FILE *f = popen("ip netns list 2>/dev/null", "r");
-	assert_non_null(f);
-	char line[256];
-	int ours = 0;
-	while (fgets(line, sizeof line, f) != NULL)
-		if (strstr(line, tag) != NULL)
-			ours++;
-	pclose(f);
-	assert_int_equal(ours, 0);
+	lab_close_nothing_left();
 }
 
 int main(void)
