@@ -49,6 +49,8 @@
 #define GW_PKT_IDLE_S	  30.0		     /* such a flow ends after this long without a packet */
 #define GW_PKT_RECHECK_S  0.1		     /* a flowing packet flow's verdict is re-taken this often */
 #define GW_DETECT_EVERY_S 0.05		     /* packet-level flood/scan checks at most this often */
+#define GW_SEEN_SLOTS	  8192		     /* TCP connections remembered for counting once */
+#define GW_SEEN_S	  10.0		     /* how long one is remembered */
 
 typedef struct gw_flow {
 	uint64_t id;  /* the flow's number in the events: one sequence for all transports */
@@ -102,6 +104,10 @@ struct contain_gateway {
 	atomic_ullong next_id;
 	contain_nfq *nfq;
 	double last_check; /* of packet-level floods and scans (under det_lock) */
+	struct gw_seen {
+		uint64_t key;
+		double t;
+	} seen[GW_SEEN_SLOTS]; /* TCP connections counted lately (conn_first_sight) */
 	/* Non-TCP/UDP flows (NFQUEUE): one per (protocol, destination, ICMP
 	 * type), touched only by the NFQUEUE thread, and at stop. */
 	struct gw_pkt_flow {
@@ -291,6 +297,23 @@ static json_t *detect_event(contain_gateway *gw, const contain_rule *rule, const
 	return ev;
 }
 
+/* True the first time a TCP connection (destination, port, source port:
+ * the source address is always the inmate's) is seen within GW_SEEN_S, by
+ * the relay's verdict or by the capture's SYN: each connection counts once
+ * in the detector, SYN retransmissions too. A fixed table; a collision
+ * only forgets a connection early. Under det_lock. */
+static bool conn_first_sight(contain_gateway *gw, uint32_t dst, uint16_t dport, uint16_t sport, double now)
+{
+	uint64_t key = (uint64_t)dst << 32 | (uint64_t)dport << 16 | sport;
+	uint64_t h = key * 0x9e3779b97f4a7c15ull;
+	struct gw_seen *e = &gw->seen[(h >> 32) % GW_SEEN_SLOTS];
+	if (e->key == key && now - e->t < GW_SEEN_S)
+		return false;
+	e->key = key;
+	e->t = now;
+	return true;
+}
+
 /* What flow_verdict needs to know of a new flow. */
 typedef struct gw_new_flow {
 	contain_transport transport;
@@ -337,9 +360,11 @@ static int flow_verdict(contain_gateway *gw, gw_flow *f, const gw_new_flow *nf, 
 			    .transport = nf->transport };
 	double now = mamori_now();
 	pthread_mutex_lock(&gw->det_lock);
-	/* With the capture running, TCP connection attempts are counted there,
-	 * from their SYNs, also those that never complete a handshake. */
-	if (nf->transport != CONTAIN_TRANSPORT_TCP || !gw->cap)
+	/* A TCP connection is counted by whichever sees it first: this
+	 * verdict, or its SYN in the capture (which also sees the handshakes
+	 * never completed, but up to its block timeout late). */
+	if (nf->transport != CONTAIN_TRANSPORT_TCP ||
+	    conn_first_sight(gw, nf->dst.sin_addr.s_addr, dport, ntohs(nf->src.sin_port), now))
 		contain_detect_conn(gw->det, now, &dst, dport, nf->transport);
 	contain_policy_eval(v, gw->policy, &cf, gw->det, now);
 	json_t *detect = v->rule && v->rule->label[0] ? detect_event(gw, v->rule, &dst, now) : NULL;
@@ -812,12 +837,11 @@ static json_t *packet_check(contain_gateway *gw, const contain_packet *p, double
 }
 
 /* Every packet from the inmate, from the session capture. A TCP SYN is a
- * connection attempt (the relay never sees those of a SYN flood or scan,
- * so they are counted here and not by the relay); datagrams and other
- * packets count as packets (the UDP relay and NFQUEUE count new flows).
- * Established TCP is not counted: a bulk transfer is no flood. The capture
- * hands packets over up to its block timeout (100 ms) late, so a flood's
- * first connections may be decided before their SYNs are counted. */
+ * connection attempt: the relay never sees those of a SYN flood or scan,
+ * so they count here, once per connection with the relay's own count
+ * (conn_first_sight). Datagrams and other packets count as packets (the
+ * UDP relay and NFQUEUE count new flows). Established TCP is not counted:
+ * a bulk transfer is no flood. */
 static void gw_packet(void *ctx, const contain_packet *p, double captured)
 {
 	contain_gateway *gw = ctx;
@@ -831,10 +855,10 @@ static void gw_packet(void *ctx, const contain_packet *p, double captured)
 	contain_packet_dst_addr(p, &dst);
 	json_t *detect = NULL;
 	pthread_mutex_lock(&gw->det_lock);
-	if (p->proto == IPPROTO_TCP)
-		contain_detect_conn(gw->det, ts, &dst, p->has_transport ? p->dport : 0,
-				    CONTAIN_TRANSPORT_TCP);
-	else
+	if (p->proto == IPPROTO_TCP) {
+		if (p->has_transport && conn_first_sight(gw, p->dst.s_addr, p->dport, p->sport, ts))
+			contain_detect_conn(gw->det, ts, &dst, p->dport, CONTAIN_TRANSPORT_TCP);
+	} else
 		contain_detect_packet(gw->det, ts, &dst, p->has_transport ? p->dport : 0,
 				      contain_packet_transport(p));
 	if (ts - gw->last_check >= GW_DETECT_EVERY_S) {

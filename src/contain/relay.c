@@ -57,7 +57,8 @@
 #define RELAY_CHUNK	 ((size_t)1 << 20) /* most bytes one move takes once bulk */
 #define RELAY_PIPE_SIZE	 (1 << 20)
 #define RELAY_TICK_MS	 200
-#define RELAY_ROUNDS	 8 /* moves of one direction per poll() while it stays full */
+#define RELAY_BACKLOG	 1024 /* connections the kernel queues for accept() */
+#define RELAY_ROUNDS	 8    /* moves of one direction per poll() while it stays full */
 #define RELAY_STACK_SIZE ((size_t)256 * 1024)
 #define RELAY_BURST_MIN	 512.0
 #define RELAY_BURST_MAX	 (256.0 * 1024)
@@ -669,6 +670,20 @@ static void *accept_thread(void *arg)
 		stat_add(r, &r->stats.accepted);
 		start_conn(r, fd, &src);
 	}
+	/* Connections the kernel completed but nobody accepted yet are flows
+	 * too: accept what is queued (at most a backlog's worth), so that
+	 * each gets its verdict asked (a drop, since the relay stops) and is
+	 * recorded, instead of vanishing with the listening socket. */
+	fcntl(r->listen_fd, F_SETFL, fcntl(r->listen_fd, F_GETFL) | O_NONBLOCK);
+	for (int i = 0; i < RELAY_BACKLOG; i++) {
+		struct sockaddr_in src;
+		socklen_t len = sizeof src;
+		int fd = accept4(r->listen_fd, (struct sockaddr *)&src, &len, SOCK_CLOEXEC);
+		if (fd < 0)
+			break;
+		stat_add(r, &r->stats.accepted);
+		start_conn(r, fd, &src);
+	}
 	return NULL;
 }
 
@@ -715,7 +730,8 @@ int contain_relay_start(contain_relay **out, const contain_relay_config *cfg)
 	struct sockaddr_in sa = { .sin_family = AF_INET,
 				  .sin_addr = cfg->listen_addr,
 				  .sin_port = htons(cfg->port) };
-	if (bind(r->listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(r->listen_fd, 1024) != 0) {
+	if (bind(r->listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+	    listen(r->listen_fd, RELAY_BACKLOG) != 0) {
 		rc = mamori_fail(MAMORI_EIO, "relay: bind/listen on port %u: %s", cfg->port, strerror(errno));
 		goto done;
 	}

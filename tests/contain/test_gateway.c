@@ -193,6 +193,24 @@ static int inmate_sh(const contain_session_net *net, const char *dir, const char
 	return lab_inmate_sh(net->inmate_ns, dir, script, out, cap, 0);
 }
 
+/* Session `k` with its gateway, recording into the lab folder `name`
+ * (its path into `dir`): the lab internet upstream when `upstream`, policy
+ * `pol` (NULL: the built-in one), the first-bytes wait `first_wait_ms` (0:
+ * the default). */
+static void gateway_up(contain_session_net **net, contain_gateway **gw, char *dir, size_t cap, int k,
+		       const char *name, bool upstream, const contain_policy *pol, unsigned first_wait_ms)
+{
+	*net = lab_session_new(k, upstream);
+	lab_dir(dir, cap, name);
+	contain_gateway_opts o = { .net = *net,
+				   .policy = pol,
+				   .session_dir = dir,
+				   .upstream_netns = upstream ? the_lab.internet : NULL,
+				   .first_wait_ms = first_wait_ms };
+	if (contain_gateway_start(gw, &o) != MAMORI_OK)
+		fail_msg("gateway: %s", mamori_error_detail());
+}
+
 /* All events of a session, as an array. */
 static json_t *events_of(const char *dir)
 {
@@ -345,13 +363,10 @@ static void test_forward_and_reflect(void **state)
 {
 	(void)state;
 	LAB_REQUIRE();
-	contain_session_net *net = lab_session_new(0, true);
-	char dir[128];
-	lab_dir(dir, sizeof dir, "s-forward");
+	contain_session_net *net = NULL;
 	contain_gateway *gw = NULL;
-	contain_gateway_opts o = { .net = net, .session_dir = dir, .upstream_netns = the_lab.internet };
-	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
-		fail_msg("gateway: %s", mamori_error_detail());
+	char dir[128];
+	gateway_up(&net, &gw, dir, sizeof dir, 0, "s-forward", true, NULL, 0);
 	unsigned long p25 = atomic_load(&lab.port25), p80 = atomic_load(&lab.port80);
 	char *out = malloc(1 << 20);
 	assert_non_null(out);
@@ -385,13 +400,10 @@ static void test_no_upstream_reflects_everything(void **state)
 {
 	(void)state;
 	LAB_REQUIRE();
-	contain_session_net *net = lab_session_new(1, false);
-	char dir[128];
-	lab_dir(dir, sizeof dir, "s-none");
+	contain_session_net *net = NULL;
 	contain_gateway *gw = NULL;
-	contain_gateway_opts o = { .net = net, .session_dir = dir };
-	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
-		fail_msg("gateway: %s", mamori_error_detail());
+	char dir[128];
+	gateway_up(&net, &gw, dir, sizeof dir, 1, "s-none", false, NULL, 0);
 	unsigned long p80 = atomic_load(&lab.port80), p25 = atomic_load(&lab.port25);
 	char out[8192];
 	inmate_sh(net, dir, "curl -s -m 10 http://" HTTP_ADDR "/file", out, sizeof out);
@@ -435,15 +447,10 @@ static void test_drop_policy(void **state)
 	static const char text[] = "drop proto=http\nreflect * to=sink\n";
 	contain_policy *pol = NULL;
 	assert_int_equal(contain_policy_parse(&pol, "test", text, sizeof text - 1), MAMORI_OK);
-	contain_session_net *net = lab_session_new(2, true);
-	char dir[128];
-	lab_dir(dir, sizeof dir, "s-drop");
+	contain_session_net *net = NULL;
 	contain_gateway *gw = NULL;
-	contain_gateway_opts o = {
-		.net = net, .policy = pol, .session_dir = dir, .upstream_netns = the_lab.internet
-	};
-	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
-		fail_msg("gateway: %s", mamori_error_detail());
+	char dir[128];
+	gateway_up(&net, &gw, dir, sizeof dir, 2, "s-drop", true, pol, 0);
 	unsigned long p80 = atomic_load(&lab.port80);
 	char out[8192];
 	assert_int_not_equal(inmate_sh(net, dir, "curl -s -m 10 http://" HTTP_ADDR "/file", out, sizeof out),
@@ -471,13 +478,10 @@ static void test_keepalive_downloads(void **state)
 {
 	(void)state;
 	LAB_REQUIRE();
-	contain_session_net *net = lab_session_new(2, true);
-	char dir[128];
-	lab_dir(dir, sizeof dir, "s-keepalive");
+	contain_session_net *net = NULL;
 	contain_gateway *gw = NULL;
-	contain_gateway_opts o = { .net = net, .session_dir = dir, .upstream_netns = the_lab.internet };
-	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
-		fail_msg("gateway: %s", mamori_error_detail());
+	char dir[128];
+	gateway_up(&net, &gw, dir, sizeof dir, 2, "s-keepalive", true, NULL, 0);
 	char out[256];
 	assert_int_equal(inmate_sh(net, dir,
 				   "curl -s -m 10 -o /dev/null -o /dev/null -w '%{num_connects} ' "
@@ -523,16 +527,11 @@ static void test_packet_path(void **state)
 	contain_policy *pol = NULL;
 	assert_int_equal(contain_policy_parse(&pol, "test", fwd_icmp, sizeof fwd_icmp - 1), MAMORI_OK);
 	for (int round = 0; round < 2; round++) {
-		contain_session_net *net = lab_session_new(3, true);
-		char dir[128];
-		lab_dir(dir, sizeof dir, round ? "s-icmp-fwd" : "s-packets");
+		contain_session_net *net = NULL;
 		contain_gateway *gw = NULL;
-		contain_gateway_opts o = { .net = net,
-					   .session_dir = dir,
-					   .upstream_netns = the_lab.internet,
-					   .policy = round ? pol : NULL };
-		if (contain_gateway_start(&gw, &o) != MAMORI_OK)
-			fail_msg("gateway: %s", mamori_error_detail());
+		char dir[128];
+		gateway_up(&net, &gw, dir, sizeof dir, 3, round ? "s-icmp-fwd" : "s-packets", true,
+			   round ? pol : NULL, 0);
 		unsigned long flood0 = atomic_load(&lab.flood), icmp0 = atomic_load(&lab.icmp);
 		char out[256];
 		if (round == 0)
@@ -584,15 +583,10 @@ static void limited_fetch(const char *policy_text, const char *name, double *sec
 {
 	contain_policy *pol = NULL;
 	assert_int_equal(contain_policy_parse(&pol, "test", policy_text, strlen(policy_text)), MAMORI_OK);
-	contain_session_net *net = lab_session_new(2, true);
-	char dir[128];
-	lab_dir(dir, sizeof dir, name);
+	contain_session_net *net = NULL;
 	contain_gateway *gw = NULL;
-	contain_gateway_opts o = {
-		.net = net, .policy = pol, .session_dir = dir, .upstream_netns = the_lab.internet
-	};
-	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
-		fail_msg("gateway: %s", mamori_error_detail());
+	char dir[128];
+	gateway_up(&net, &gw, dir, sizeof dir, 2, name, true, pol, 0);
 	char out[256];
 	double t0 = mamori_now();
 	inmate_sh(net, dir, "curl -s -m 20 -o /dev/null http://" HTTP_ADDR "/file", out, sizeof out);
@@ -641,16 +635,13 @@ static void test_flood_detected(void **state)
 {
 	(void)state;
 	LAB_REQUIRE();
-	contain_session_net *net = lab_session_new(3, false);
-	char dir[128];
-	lab_dir(dir, sizeof dir, "s-flood");
+	contain_session_net *net = NULL;
 	contain_gateway *gw = NULL;
-	contain_gateway_opts o = { .net = net, .session_dir = dir, .first_wait_ms = 50 };
-	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
-		fail_msg("gateway: %s", mamori_error_detail());
+	char dir[128];
+	gateway_up(&net, &gw, dir, sizeof dir, 3, "s-flood", false, NULL, 50);
 	char out[256];
 	inmate_sh(net, dir,
-		  "for i in $(seq 1 120); do bash -c 'exec 3<>/dev/tcp/203.0.113.30/9999' 2>/dev/null; done; "
+		  "for i in $(seq 1 120); do : 3<>/dev/tcp/203.0.113.30/9999; done 2>/dev/null; "
 		  "echo done",
 		  out, sizeof out);
 	assert_string_equal(out, "done\n");
@@ -708,13 +699,10 @@ static void test_stop_with_open_flow(void **state)
 {
 	(void)state;
 	LAB_REQUIRE();
-	contain_session_net *net = lab_session_new(4, false);
-	char dir[128];
-	lab_dir(dir, sizeof dir, "s-stop");
+	contain_session_net *net = NULL;
 	contain_gateway *gw = NULL;
-	contain_gateway_opts o = { .net = net, .session_dir = dir };
-	if (contain_gateway_start(&gw, &o) != MAMORI_OK)
-		fail_msg("gateway: %s", mamori_error_detail());
+	char dir[128];
+	gateway_up(&net, &gw, dir, sizeof dir, 4, "s-stop", false, NULL, 0);
 	bg_inmate b = { .net = net, .dir = dir, .script = "exec 3<>/dev/tcp/" SMTP_ADDR "/25; sleep 5" };
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, bg_inmate_main, &b), 0);
