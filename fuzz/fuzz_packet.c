@@ -58,6 +58,20 @@ static void check_packet(const uint8_t *data, size_t size)
 	}
 	if (p.frag_offset != 0)
 		FUZZ_CHECK(!p.has_transport);
+	/* The fake echo reply: only for echo requests, never longer than the
+	 * request, from its destination to its source. */
+	static uint8_t reply[65536];
+	size_t reply_len = 0;
+	if (contain_packet_echo_reply(reply, sizeof reply, &reply_len, &p, data, size) == MAMORI_OK) {
+		FUZZ_CHECK(p.proto == IPPROTO_ICMP && p.icmp_type == 8);
+		FUZZ_CHECK(reply_len >= 28 && reply_len <= 20 + size - p.header_len);
+		contain_packet r;
+		FUZZ_CHECK(contain_packet_parse(&r, reply, reply_len) == MAMORI_OK);
+		FUZZ_CHECK(r.has_transport && r.icmp_type == 0 && r.src.s_addr == p.dst.s_addr &&
+			   r.dst.s_addr == p.src.s_addr);
+	} else {
+		FUZZ_CHECK(reply_len == 0);
+	}
 	if (detector) {
 		clock_s += 0.001;
 		contain_packet_feed_detect(detector, &p, clock_s);

@@ -49,8 +49,9 @@
 #define GW_PKT_IDLE_S	  30.0		     /* such a flow ends after this long without a packet */
 #define GW_PKT_RECHECK_S  0.1		     /* a flowing packet flow's verdict is re-taken this often */
 #define GW_DETECT_EVERY_S 0.05		     /* packet-level flood/scan checks at most this often */
-#define GW_SEEN_SLOTS	  8192		     /* TCP connections remembered for counting once */
-#define GW_SEEN_S	  10.0		     /* how long one is remembered */
+#define GW_ECHO_MAX	  2048 /* largest echo request answered (the NFQUEUE copy range is less) */
+#define GW_SEEN_SLOTS	  8192 /* TCP connections remembered for counting once */
+#define GW_SEEN_S	  10.0 /* how long one is remembered */
 
 typedef struct gw_flow {
 	uint64_t id;  /* the flow's number in the events: one sequence for all transports */
@@ -117,8 +118,9 @@ struct contain_gateway {
 		uint64_t id; /* the gw_flow's key */
 		int verdict; /* relay_verdict as applied */
 		double t_start, last_seen, last_eval;
-		uint64_t packets, bytes;
+		uint64_t packets, bytes, replies;
 	} pkt[GW_PKT_FLOWS];
+	int raw_fd; /* IPPROTO_RAW in the gateway namespace: the virtual Internet's echo replies */
 };
 
 static void emit(contain_gateway *gw, const char *type, json_t *body)
@@ -874,12 +876,31 @@ static void pkt_flow_end(contain_gateway *gw, struct gw_pkt_flow *pf, const char
 	gw_flow *f = flow_find(gw, CONTAIN_TRANSPORT_OTHER, pf->id, true);
 	if (f) {
 		json_t *b = flow_end_event(f, pf->bytes, 0, pf->last_seen - pf->t_start, reason, 0);
-		if (b)
+		if (b) {
 			json_object_set_new(b, "packets_up", json_integer((json_int_t)pf->packets));
+			json_object_set_new(b, "packets_down", json_integer((json_int_t)pf->replies));
+		}
 		emit(gw, "flow_end", b);
 		flow_free(f);
 	}
 	pf->used = false;
+}
+
+/* REFLECT for a ping: the virtual Internet answers it, as the host it was
+ * sent to would (the reply leaves the gateway toward the inmate only; the
+ * request itself is dropped). Other packets of a reflected flow get no
+ * answer, as from a host that ignores them. */
+static void echo_reflect(contain_gateway *gw, struct gw_pkt_flow *pf, const contain_packet *p,
+			 const uint8_t *data, size_t len)
+{
+	uint8_t reply[GW_ECHO_MAX];
+	size_t n = 0;
+	if (gw->raw_fd < 0 || !data || len > sizeof reply ||
+	    contain_packet_echo_reply(reply, sizeof reply, &n, p, data, len) != MAMORI_OK)
+		return;
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_addr = p->src };
+	if (sendto(gw->raw_fd, reply, n, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof to) == (ssize_t)n)
+		pf->replies++;
 }
 
 /* The verdict on one queued packet (NFQUEUE: neither TCP nor UDP). A new
@@ -887,8 +908,9 @@ static void pkt_flow_end(contain_gateway *gw, struct gw_pkt_flow *pf, const char
  * flow_start; its later packets follow that verdict, which is re-taken now
  * and then so that a ping flood turns into DROP. FORWARD lets the packet out
  * by the upstream link (lab namespaces only: with --upstream host the
- * gateway has no link to route it by); REFLECT and DROP drop it. */
-static contain_nfq_verdict gw_nfq(void *ctx, const contain_packet *p)
+ * gateway has no link to route it by); REFLECT answers pings itself
+ * (echo_reflect) and drops the packet; DROP drops it. */
+static contain_nfq_verdict gw_nfq(void *ctx, const contain_packet *p, const uint8_t *data, size_t len)
 {
 	contain_gateway *gw = ctx;
 	double now = mamori_now();
@@ -947,7 +969,7 @@ static contain_nfq_verdict gw_nfq(void *ctx, const contain_packet *p)
 					     .verdict = rv,
 					     .t_start = now,
 					     .last_eval = now };
-	} else if (hit->verdict == RELAY_FORWARD && now - hit->last_eval >= GW_PKT_RECHECK_S) {
+	} else if (hit->verdict != RELAY_DROP && now - hit->last_eval >= GW_PKT_RECHECK_S) {
 		hit->last_eval = now;
 		contain_flow cf = { .proto = p->proto == IPPROTO_ICMP ? "icmp" : "unknown",
 				    .transport = CONTAIN_TRANSPORT_OTHER };
@@ -964,6 +986,8 @@ static contain_nfq_verdict gw_nfq(void *ctx, const contain_packet *p)
 	hit->last_seen = now;
 	hit->packets++;
 	hit->bytes += p->total_len;
+	if (hit->verdict == RELAY_REFLECT)
+		echo_reflect(gw, hit, p, data, len);
 	return hit->verdict == RELAY_FORWARD ? CONTAIN_NFQ_ACCEPT : CONTAIN_NFQ_DROP;
 }
 
@@ -993,6 +1017,7 @@ int contain_gateway_start(contain_gateway **out, const contain_gateway_opts *o)
 	if (!gw)
 		return mamori_fail(MAMORI_ENOMEM, "gateway: no memory");
 	gw->o = *o;
+	gw->raw_fd = -1;
 	if (!gw->o.reflect_ms)
 		gw->o.reflect_ms = 30000;
 	pthread_mutex_init(&gw->det_lock, NULL);
@@ -1057,6 +1082,9 @@ int contain_gateway_start(contain_gateway **out, const contain_gateway_opts *o)
 				  .ctx = gw };
 	if ((err = contain_udp_start(&gw->udp, &uc)) != MAMORI_OK)
 		goto done;
+	if ((err = contain_netns_socket(&gw->raw_fd, o->net->gateway_ns, AF_INET, SOCK_RAW, IPPROTO_RAW)) !=
+	    MAMORI_OK)
+		goto done;
 	contain_nfq_config qc = {
 		.netns = o->net->gateway_ns, .queue = o->net->nfqueue, .decide = gw_nfq, .ctx = gw
 	};
@@ -1105,6 +1133,8 @@ void contain_gateway_stop(contain_gateway *gw, contain_gateway_stats *stats)
 	contain_relay_stop(gw->relay);
 	contain_udp_stop(gw->udp);
 	contain_nfq_stop(gw->nfq, NULL);
+	if (gw->raw_fd >= 0)
+		close(gw->raw_fd);
 	for (size_t i = 0; i < GW_PKT_FLOWS; i++)
 		if (gw->pkt[i].used)
 			pkt_flow_end(gw, &gw->pkt[i], "stop");

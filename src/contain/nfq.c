@@ -103,8 +103,8 @@ static int on_message(const struct nlmsghdr *nlh, void *data)
 	if (!payload || contain_packet_parse(&p, payload, len) != MAMORI_OK)
 		atomic_fetch_add(&q->malformed, 1);
 	else if (q->cfg.decide)
-		v = q->cfg.decide(q->cfg.ctx, &p) == CONTAIN_NFQ_ACCEPT ? CONTAIN_NFQ_ACCEPT
-									: CONTAIN_NFQ_DROP;
+		v = q->cfg.decide(q->cfg.ctx, &p, payload, len) == CONTAIN_NFQ_ACCEPT ? CONTAIN_NFQ_ACCEPT
+										      : CONTAIN_NFQ_DROP;
 	send_verdict(q, id, v);
 	return MNL_CB_OK;
 }

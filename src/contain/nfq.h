@@ -22,6 +22,7 @@
 #ifndef MAMORI_CONTAIN_NFQ_H
 #define MAMORI_CONTAIN_NFQ_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "packet.h"
@@ -34,8 +35,11 @@ typedef enum contain_nfq_verdict {
 	CONTAIN_NFQ_ACCEPT = 1,
 } contain_nfq_verdict;
 
-/** Called on the listener's thread for each packet that parsed. */
-typedef contain_nfq_verdict (*contain_nfq_decide_fn)(void *ctx, const contain_packet *p);
+/** Called on the listener's thread for each packet that parsed; `data` is
+ *  the packet as copied to us (`len` bytes, at most the copy range), from
+ *  its first IP byte, for a caller that answers it (a fake echo reply). */
+typedef contain_nfq_verdict (*contain_nfq_decide_fn)(void *ctx, const contain_packet *p, const uint8_t *data,
+						     size_t len);
 
 typedef struct contain_nfq_config {
 	const char *netns;	      /**< namespace of the queue (the gateway's); NULL: our own */

@@ -169,6 +169,54 @@ void contain_packet_feed_detect(contain_detect *d, const contain_packet *p, doub
 		contain_detect_packet(d, now, &dst, port, contain_packet_transport(p));
 }
 
+/* The Internet checksum (RFC 1071) of b[0..n). */
+static uint16_t inet_checksum(const uint8_t *b, size_t n)
+{
+	uint32_t sum = 0;
+	for (size_t i = 0; i + 1 < n; i += 2)
+		sum += (uint32_t)b[i] << 8 | b[i + 1];
+	if (n & 1)
+		sum += (uint32_t)b[n - 1] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+int contain_packet_echo_reply(uint8_t *out, size_t cap, size_t *out_len, const contain_packet *p,
+			      const uint8_t *req, size_t len)
+{
+	*out_len = 0;
+	if (p->proto != IPPROTO_ICMP || !p->has_transport || p->icmp_type != 8 || p->icmp_code != 0 ||
+	    p->frag_offset != 0 || p->more_fragments || p->header_len < 20 || len < (size_t)p->header_len + 8)
+		return mamori_fail(MAMORI_EINVAL, "packet: not a whole ICMP echo request");
+	/* The ICMP part as far as it was captured and as the IP length says. */
+	size_t icmp_len = (len < p->total_len ? len : p->total_len) - p->header_len;
+	size_t total = 20 + icmp_len;
+	if (cap < total || total > 0xffff)
+		return mamori_fail(MAMORI_ELIMIT, "packet: echo reply of %zu bytes does not fit", total);
+	uint8_t *ip = out, *icmp = out + 20;
+	memset(ip, 0, 20);
+	ip[0] = 0x45;
+	ip[2] = (uint8_t)(total >> 8);
+	ip[3] = (uint8_t)total;
+	ip[6] = 0x40; /* don't fragment */
+	ip[8] = 64;
+	ip[9] = IPPROTO_ICMP;
+	memcpy(ip + 12, &p->dst, 4); /* from where the request went */
+	memcpy(ip + 16, &p->src, 4);
+	uint16_t c = inet_checksum(ip, 20);
+	ip[10] = (uint8_t)(c >> 8);
+	ip[11] = (uint8_t)c;
+	memcpy(icmp, req + p->header_len, icmp_len);
+	icmp[0] = 0; /* echo reply; code, identifier, sequence and data stay */
+	icmp[2] = icmp[3] = 0;
+	c = inet_checksum(icmp, icmp_len);
+	icmp[2] = (uint8_t)(c >> 8);
+	icmp[3] = (uint8_t)c;
+	*out_len = total;
+	return MAMORI_OK;
+}
+
 int contain_packet_from_frame(const uint8_t **out_ip, size_t *out_len, int linktype, const uint8_t *frame,
 			      size_t len)
 {

@@ -92,6 +92,17 @@ void contain_packet_src_addr(const contain_packet *p, contain_addr *out);
 void contain_packet_feed_detect(contain_detect *d, const contain_packet *p, double now);
 
 /**
+ * The answer a host would give to the ICMP echo request `req` (`len` bytes
+ * from its first IP byte, as parsed into `p`): an IPv4 echo reply from the
+ * request's destination to its source, with the same identifier, sequence
+ * and data (as much of it as was captured), into `out` (at least
+ * `len` bytes; `*out_len` its length). MAMORI_EINVAL when `req` is not a
+ * whole-header echo request (a later fragment, no ICMP header).
+ */
+int contain_packet_echo_reply(uint8_t *out, size_t cap, size_t *out_len, const contain_packet *p,
+			      const uint8_t *req, size_t len);
+
+/**
  * The IPv4 packet inside a link-layer frame of pcap link type `linktype`
  * (DLT_EN10MB with at most two VLAN tags, DLT_RAW, DLT_IPV4,
  * DLT_LINUX_SLL). On success *out_ip and *out_len name the IP bytes inside

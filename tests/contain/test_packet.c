@@ -362,6 +362,59 @@ static void test_from_frame(void **state)
 
 /* What the gateway does with each packet: SYNs are connections, the rest
  * packets; a flood and a scan come out of the detector. */
+/* The virtual Internet's answer to a ping: swapped addresses, type 0,
+ * the same identifier, sequence and data, correct checksums. */
+static uint16_t sum16(const uint8_t *b, size_t n)
+{
+	uint32_t s = 0;
+	for (size_t i = 0; i + 1 < n; i += 2)
+		s += (uint32_t)b[i] << 8 | b[i + 1];
+	if (n & 1)
+		s += (uint32_t)b[n - 1] << 8;
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	return (uint16_t)s;
+}
+
+static void test_echo_reply(void **state)
+{
+	(void)state;
+	uint8_t req[64], out[128];
+	ip_header(req, 5, sizeof req, IPPROTO_ICMP, "10.66.0.2", "198.51.100.10", 0x4000);
+	req[20] = 8;
+	req[21] = 0;
+	req[24] = 0x12; /* identifier */
+	req[25] = 0x34;
+	req[26] = 0x00; /* sequence */
+	req[27] = 0x07;
+	for (size_t i = 28; i < sizeof req; i++)
+		req[i] = (uint8_t)i;
+	contain_packet p;
+	assert_int_equal(contain_packet_parse(&p, req, sizeof req), MAMORI_OK);
+	size_t n = 0;
+	assert_int_equal(contain_packet_echo_reply(out, sizeof out, &n, &p, req, sizeof req), MAMORI_OK);
+	assert_int_equal(n, sizeof req);
+	contain_packet r;
+	assert_int_equal(contain_packet_parse(&r, out, n), MAMORI_OK);
+	assert_int_equal(r.src.s_addr, p.dst.s_addr);
+	assert_int_equal(r.dst.s_addr, p.src.s_addr);
+	assert_int_equal(r.icmp_type, 0);
+	assert_int_equal(sum16(out, 20), 0xffff); /* header checksum */
+	assert_int_equal(sum16(out + 20, n - 20), 0xffff);
+	assert_memory_equal(out + 24, req + 24, sizeof req - 24); /* id, sequence, data */
+	/* Not an echo request, a later fragment, or no room: no answer. */
+	req[20] = 0;
+	assert_int_equal(contain_packet_parse(&p, req, sizeof req), MAMORI_OK);
+	assert_int_equal(contain_packet_echo_reply(out, sizeof out, &n, &p, req, sizeof req), MAMORI_EINVAL);
+	req[20] = 8;
+	assert_int_equal(contain_packet_parse(&p, req, sizeof req), MAMORI_OK);
+	assert_int_equal(contain_packet_echo_reply(out, 40, &n, &p, req, sizeof req), MAMORI_ELIMIT);
+	assert_int_equal(n, 0);
+	ip_header(req, 5, sizeof req, IPPROTO_ICMP, "10.66.0.2", "198.51.100.10", 0x0010);
+	assert_int_equal(contain_packet_parse(&p, req, sizeof req), MAMORI_OK);
+	assert_int_equal(contain_packet_echo_reply(out, sizeof out, &n, &p, req, sizeof req), MAMORI_EINVAL);
+}
+
 static void test_feed_detect(void **state)
 {
 	(void)state;
@@ -579,9 +632,10 @@ typedef struct nfq_probe {
 	atomic_int seen, echo_to_lab, truncated;
 } nfq_probe;
 
-static contain_nfq_verdict probe_decide(void *ctx, const contain_packet *p)
+static contain_nfq_verdict probe_decide(void *ctx, const contain_packet *p, const uint8_t *data, size_t len)
 {
 	nfq_probe *pr = ctx;
+	assert_true(data != NULL && len >= p->header_len);
 	struct in_addr lab_host;
 	inet_pton(AF_INET, LAB_HOST, &lab_host);
 	if (p->proto == IPPROTO_ICMP && p->has_transport && p->icmp_type == 8 &&
@@ -982,7 +1036,8 @@ int main(void)
 		cmocka_unit_test(test_parse_tcp_syn),	cmocka_unit_test(test_parse_udp_icmp_options),
 		cmocka_unit_test(test_parse_malformed), cmocka_unit_test(test_parse_lengths_lie),
 		cmocka_unit_test(test_parse_fragments), cmocka_unit_test(test_from_frame),
-		cmocka_unit_test(test_feed_detect),	cmocka_unit_test(test_capture_api),
+		cmocka_unit_test(test_feed_detect),	cmocka_unit_test(test_echo_reply),
+		cmocka_unit_test(test_capture_api),
 	};
 	const struct CMUnitTest lab_tests[] = {
 		cmocka_unit_test(test_nfq_icmp),
