@@ -191,6 +191,8 @@ int contain_packet_echo_reply(uint8_t *out, size_t cap, size_t *out_len, const c
 		return mamori_fail(MAMORI_EINVAL, "packet: not a whole ICMP echo request");
 	/* The ICMP part as far as it was captured and as the IP length says. */
 	size_t icmp_len = (len < p->total_len ? len : p->total_len) - p->header_len;
+	if (icmp_len < 8) /* the IP length leaves no room for identifier and sequence */
+		return mamori_fail(MAMORI_EINVAL, "packet: echo request of %zu ICMP bytes", icmp_len);
 	size_t total = 20 + icmp_len;
 	if (cap < total || total > 0xffff)
 		return mamori_fail(MAMORI_ELIMIT, "packet: echo reply of %zu bytes does not fit", total);
