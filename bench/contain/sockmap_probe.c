@@ -179,7 +179,7 @@ static int sockmap_setup(int *map_in, int *map_out)
 		return -1;
 	/* return bpf_sk_redirect_map(skb, map_out, 0, 0): to the egress of the client socket. */
 	struct bpf_insn prog[] = {
-		{ .code = BPF_LD | BPF_DW | BPF_IMM,
+		{ .code = 0x18, /* BPF_LD | BPF_DW | BPF_IMM (both 0): lddw */
 		  .dst_reg = 2,
 		  .src_reg = BPF_PSEUDO_MAP_FD,
 		  .imm = *map_out },
