@@ -758,7 +758,8 @@ static void gw_end(void *ctx, const relay_flow *rf)
 
 /* ---- UDP (udp.h): the same verdicts, one datagram at a time ---- */
 
-static int gw_udp_decide(void *ctx, const contain_udp_flow *uf, const uint8_t *data, size_t n)
+static int gw_udp_decide(void *ctx, const contain_udp_flow *uf, const uint8_t *data, size_t n,
+			 relay_limits *lim)
 {
 	contain_gateway *gw = ctx;
 	gw_flow *f = flow_new(gw, CONTAIN_TRANSPORT_UDP, uf->id, data, n);
@@ -773,10 +774,12 @@ static int gw_udp_decide(void *ctx, const contain_udp_flow *uf, const uint8_t *d
 			   .proto_by = "content",
 			   .evs = proto_flow_take_events(f->pf) };
 	contain_verdict v;
-	/* LIMIT has no byte budget for datagrams: it forwards (the flow
-	 * detector still sees every datagram). */
 	int rv = flow_verdict(gw, f, &nf, &v);
 	json_decref(nf.evs);
+	if (rv == RELAY_FORWARD && v.kind == CONTAIN_VERDICT_LIMIT) {
+		lim->byte_budget = v.byte_budget;
+		lim->byte_rate = v.byte_rate;
+	}
 	return rv;
 }
 
@@ -816,6 +819,8 @@ static void gw_udp_end(void *ctx, const contain_udp_flow *uf)
 	if (b) {
 		json_object_set_new(b, "packets_up", json_integer((json_int_t)uf->packets_up));
 		json_object_set_new(b, "packets_down", json_integer((json_int_t)uf->packets_down));
+		if (uf->limited)
+			json_object_set_new(b, "limited_datagrams", json_integer((json_int_t)uf->limited));
 	}
 	emit(gw, "flow_end", b);
 	flow_free(f);

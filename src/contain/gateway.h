@@ -10,8 +10,8 @@
  *   socket pair, so that the gateway parses both directions of a reflected
  *   flow too, and DROP resets.
  * - UDP: the TPROXY relay (udp.h), flow by flow; REFLECT answers DNS with
- *   the fake resolver and swallows the rest. LIMIT forwards (no byte budget
- *   for datagrams).
+ *   the fake resolver and swallows the rest; LIMIT drops the datagrams past
+ *   the budget or the rate.
  * - Everything else: the NFQUEUE listener (nfq.h). A flow per (protocol,
  *   source, destination, ICMP type); FORWARD accepts (out by the lab link;
  *   with --upstream host there is none, so it drops), the rest drops. The

@@ -51,6 +51,8 @@
  * slot index and, in the high 32 bits, the slot's generation. */
 enum { SIDE_LISTEN = 0, SIDE_INMATE = 1, SIDE_UPSTREAM = 2, SIDE_WAKE = 3 };
 
+#define UDP_BURST_MIN 65536.0 /* a LIMIT rate's bucket holds at least the largest datagram */
+
 typedef struct udp_slot {
 	contain_udp_flow f;
 	int in_fd;		      /* transparent, bound to orig_dst, connected to src; -1: none */
@@ -61,6 +63,8 @@ typedef struct udp_slot {
 	bool in_drop_list;
 	double last; /* mamori_now() of the last datagram either way */
 	bool used;
+	double tokens, tokens_t; /* the LIMIT rate's bucket */
+	uint64_t budget_used;	 /* bytes the LIMIT budget let through, both ways */
 } udp_slot;
 
 /* A datagram that reached a flow's socket as the flow ended: it belongs to
@@ -396,6 +400,33 @@ static void data_cb(contain_udp *u, udp_slot *s, bool up, const uint8_t *data, s
 		u->cfg.on_data(u->cfg.ctx, &s->f, up, data, n);
 }
 
+/* May a datagram of `n` bytes pass a limited flow? (FORWARD only; a flow
+ * without limits always may.) Counts what its limits drop. */
+static bool within_limits(udp_slot *s, size_t n)
+{
+	const relay_limits *l = &s->f.limits;
+	bool ok = true;
+	if (l->byte_budget && s->budget_used + n > l->byte_budget)
+		ok = false;
+	if (ok && l->byte_rate) {
+		double now = mamori_now(), burst = (double)l->byte_rate / 8.0;
+		if (burst < UDP_BURST_MIN)
+			burst = UDP_BURST_MIN;
+		s->tokens += (now - s->tokens_t) * (double)l->byte_rate;
+		if (s->tokens > burst)
+			s->tokens = burst;
+		s->tokens_t = now;
+		ok = s->tokens >= (double)n;
+		if (ok)
+			s->tokens -= (double)n;
+	}
+	if (ok)
+		s->budget_used += n;
+	else
+		s->f.limited++;
+	return ok;
+}
+
 /* Send one datagram to the inmate from the flow's reply socket. */
 static bool to_inmate(contain_udp *u, udp_slot *s, const uint8_t *data, size_t n)
 {
@@ -418,7 +449,7 @@ static void flow_up(contain_udp *u, int32_t idx, const uint8_t *data, size_t n)
 	s->f.bytes_up += n;
 	bool passed = false;
 	size_t reply = 0;
-	if (s->f.verdict == RELAY_FORWARD && s->up_fd >= 0) {
+	if (s->f.verdict == RELAY_FORWARD && s->up_fd >= 0 && within_limits(s, n)) {
 		/* A pending ICMP error of an earlier datagram fails this send
 		 * once (and is cleared): try again. */
 		for (int tries = 0; tries < 2 && !passed; tries++)
@@ -480,7 +511,11 @@ static void flow_open(contain_udp *u, const struct sockaddr_in *src, const struc
 	u->stats.active++;
 	pthread_mutex_unlock(&u->lock);
 
-	int v = u->cfg.decide(u->cfg.ctx, &s->f, data, n);
+	relay_limits lim = { 0 };
+	int v = u->cfg.decide(u->cfg.ctx, &s->f, data, n, &lim);
+	s->budget_used = 0;
+	s->tokens = UDP_BURST_MIN; /* a full bucket to start with, as the relay's */
+	s->tokens_t = mamori_now();
 	if (v == RELAY_FORWARD && !u->can_forward)
 		v = u->cfg.reflect != NULL ? RELAY_REFLECT : RELAY_DROP;
 	if (v == RELAY_REFLECT && u->cfg.reflect == NULL)
@@ -511,6 +546,8 @@ static void flow_open(contain_udp *u, const struct sockaddr_in *src, const struc
 			STAT_ADD(u, upstream_failed, 1);
 	}
 	s->f.verdict = v;
+	if (v == RELAY_FORWARD)
+		s->f.limits = lim;
 	if (v == RELAY_DROP && s->in_fd < 0 && s->up_fd < 0)
 		drop_list_append(u, idx);
 	pthread_mutex_lock(&u->lock);
@@ -615,7 +652,7 @@ static void read_upstream(contain_udp *u, int32_t idx, uint32_t gen)
 			return;
 		}
 		s->last = mamori_now();
-		if (!to_inmate(u, s, u->buf, (size_t)got))
+		if (!within_limits(s, (size_t)got) || !to_inmate(u, s, u->buf, (size_t)got))
 			continue;
 		data_cb(u, s, false, u->buf, (size_t)got);
 		if (flow_answered(u, s))

@@ -71,10 +71,17 @@ typedef struct contain_udp_flow {
 	uint64_t dropped_up;		   /**< datagrams from the inmate that went nowhere */
 	int upstream_errno;		   /**< FORWARD: why the upstream socket failed; 0 otherwise */
 	const char *end_reason;		   /**< at on_end: "idle", "answered", "evicted" or "stop" */
+	relay_limits limits;		   /**< FORWARD: as decide set them */
+	uint64_t limited;		   /**< datagrams dropped by those limits, either way */
 } contain_udp_flow;
 
-/** Verdict on a new flow from its first datagram. Returns a relay_verdict. */
-typedef int (*udp_decide_fn)(void *ctx, const contain_udp_flow *f, const uint8_t *data, size_t n);
+/** Verdict on a new flow from its first datagram. Returns a relay_verdict.
+ *  `lim` is zeroed on entry; for a limited FORWARD set its fields: datagrams
+ *  (either way) that would pass the flow's byte budget, or find its token
+ *  bucket (burst: an eighth of a second's worth, at least 64 KiB) short, are
+ *  dropped, as a saturated link would. */
+typedef int (*udp_decide_fn)(void *ctx, const contain_udp_flow *f, const uint8_t *data, size_t n,
+			     relay_limits *lim);
 /** REFLECT: every datagram of the flow. Write a reply of at most `out_cap`
  *  bytes to `out` and its length to `*out_len` (0: no reply); a result
  *  other than MAMORI_OK means no reply either. */
