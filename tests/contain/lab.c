@@ -267,6 +267,10 @@ int lab_count_start(lab_packet_fn fn)
 	if (contain_netns_socket(&priv.count_fd, the_lab.internet, AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)) !=
 	    MAMORI_OK)
 		return -1;
+	/* A flood must not overrun the counter itself (a sanitizer build reads
+	 * slowly): room for a few seconds of it. */
+	int rcvbuf = 32 << 20;
+	setsockopt(priv.count_fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf);
 	priv.count_fn = fn;
 	if (pthread_create(&priv.count_thread, NULL, count_main, NULL) != 0)
 		return -1;
