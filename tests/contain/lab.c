@@ -192,6 +192,12 @@ int lab_inmate_sh(const char *inmate_ns, const char *dir, const char *script, ch
 	return res.exited ? res.exit_code : 128 + res.term_signal;
 }
 
+void lab_wait_for(atomic_int *v, int want)
+{
+	for (int i = 0; i < 300 && atomic_load(v) < want; i++)
+		usleep(10000);
+}
+
 int lab_listen(const char *addr, uint16_t port)
 {
 	int fd = -1;

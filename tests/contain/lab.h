@@ -14,6 +14,7 @@
 #ifndef MAMORI_TESTS_CONTAIN_LAB_H
 #define MAMORI_TESTS_CONTAIN_LAB_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -72,6 +73,9 @@ void lab_dir(char *out, size_t cap, const char *name);
  *  out after `timeout_ms` (0: 30 s). */
 int lab_inmate_sh(const char *inmate_ns, const char *dir, const char *script, char *out, size_t cap,
 		  unsigned timeout_ms);
+
+/** Wait up to 3 s for `*v` (a callback's counter) to reach `want`. */
+void lab_wait_for(atomic_int *v, int want);
 
 /** A TCP socket listening on addr:port inside the lab internet; -1 on
  *  failure. */

@@ -263,12 +263,6 @@ static contain_relay *relay_for(const contain_session_net *net, probe *p, bool u
 	return relay_from(net, p, upstream ? the_lab.internet : NULL, false);
 }
 
-static void wait_for(atomic_int *v, int want)
-{
-	for (int i = 0; i < 300 && atomic_load(v) < want; i++)
-		usleep(10000);
-}
-
 /* Let stragglers of earlier traffic pass, then start a fresh count. */
 static void packets_reset(void)
 {
@@ -445,7 +439,7 @@ static void test_forward_end_to_end(void **state)
 	packets_reset();
 	char out[64];
 	int code = inmate_sh(net, echo_script, out, sizeof out);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	contain_relay_stop(r);
 	/* The counter does see forwarded traffic: its zeros elsewhere mean something. */
 	assert_true(atomic_load(&lab.packets) >= 5);
@@ -478,7 +472,7 @@ static void test_forward_via_gateway_link(void **state)
 	atomic_store(&lab.echo_peer, 0);
 	char out[64];
 	int code = inmate_sh(net, echo_script, out, sizeof out);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	assert_int_equal(code, 0);
 	assert_string_equal(out, "hello");
 	assert_int_equal(atomic_load(&lab.echo_peer), net->up_gw_addr.s_addr);
@@ -489,7 +483,7 @@ static void test_forward_via_gateway_link(void **state)
 	code = inmate_sh(net,
 			 "exec 3<>/dev/tcp/10.99.0.1/80 || exit 3; printf x >&3; timeout 3 head -c 1 <&3",
 			 out, sizeof out);
-	wait_for(&p.ended, 2);
+	lab_wait_for(&p.ended, 2);
 	contain_relay_stop(r);
 	assert_int_not_equal(code, 0);
 	assert_int_equal(atomic_load(&p.ended), 2);
@@ -510,13 +504,13 @@ static void test_server_speaks_first(void **state)
 	int code =
 		inmate_sh(net, "exec 3<>/dev/tcp/" ECHO_ADDR "/25 || exit 3; timeout 3 head -c 1 <&3; exit 0",
 			  out, sizeof out);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	assert_int_equal(code, 0);
 	assert_int_equal(p.first_n, 0);
 	double waited = p.t_decide - p.last.t_start;
 	assert_true(waited >= 0.25 && waited < 1.0);
 	code = inmate_sh(net, echo_script, out, sizeof out);
-	wait_for(&p.ended, 2);
+	lab_wait_for(&p.ended, 2);
 	contain_relay_stop(r);
 	assert_string_equal(p.first, "hello");
 	assert_true(p.t_decide - p.last.t_start < 0.25);
@@ -562,7 +556,7 @@ static void test_drop_leaks_nothing(void **state)
 			     " exec 3<>/dev/tcp/" ECHO_ADDR "/7 || exit 3; printf hello >&3;"
 			     " timeout 3 head -c 5 <&3; exit 0",
 			     out, sizeof out);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	send_icmp_echo(net);
 	unsigned long leaked = packets_after_quiet();
 	contain_relay_stats st;
@@ -594,7 +588,7 @@ static void test_no_upstream(void **state)
 			     "printf x >/dev/udp/" ECHO_ADDR "/53; exec 3<>/dev/tcp/" ECHO_ADDR
 			     "/7 || exit 3; printf hello >&3; timeout 3 head -c 5 <&3; exit 0",
 			     out, sizeof out);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	unsigned long leaked = packets_after_quiet();
 	contain_relay_stop(r);
 	assert_int_equal(code, 0);
@@ -733,7 +727,7 @@ static void test_connection_cap(void **state)
 			     "for i in 3 4 5 6 7 8 9; do eval \"exec $i<>/dev/tcp/" ECHO_ADDR
 			     "/7\" || exit 3; done; sleep 0.8",
 			     out, sizeof out);
-	wait_for(&p.ended, 2);
+	lab_wait_for(&p.ended, 2);
 	contain_relay_stats st;
 	contain_relay_stats_get(r, &st);
 	contain_relay_stop(r);
@@ -790,7 +784,7 @@ static void test_relay_bulk_paths(void **state)
 	probe plain = { .verdict = RELAY_FORWARD };
 	contain_relay *r = relay_started(net, &plain, false);
 	assert_int_equal(bulk_fetch(net, "sha256sum", got, sizeof got, &ms), 0);
-	wait_for(&plain.ended, 1);
+	lab_wait_for(&plain.ended, 1);
 	contain_relay_stop(r);
 	assert_string_equal(got, want);
 	assert_int_equal(plain.ended_flow.bytes_down, BULK_SIZE);
@@ -799,7 +793,7 @@ static void test_relay_bulk_paths(void **state)
 	probe rec = { .verdict = RELAY_FORWARD };
 	r = relay_started(net, &rec, true);
 	assert_int_equal(bulk_fetch(net, "sha256sum", got, sizeof got, &ms), 0);
-	wait_for(&rec.ended, 1);
+	lab_wait_for(&rec.ended, 1);
 	contain_relay_stop(r);
 	assert_string_equal(got, want);
 	assert_int_equal(rec.ended_flow.bytes_down, BULK_SIZE);
@@ -810,7 +804,7 @@ static void test_relay_bulk_paths(void **state)
 	probe enough = { .verdict = RELAY_FORWARD, .down_enough = 1 << 20 };
 	r = relay_started(net, &enough, true);
 	assert_int_equal(bulk_fetch(net, "sha256sum", got, sizeof got, &ms), 0);
-	wait_for(&enough.ended, 1);
+	lab_wait_for(&enough.ended, 1);
 	contain_relay_stop(r);
 	assert_string_equal(got, want);
 	assert_int_equal(enough.ended_flow.bytes_down, BULK_SIZE);
@@ -833,7 +827,7 @@ static void test_limit_rate(void **state)
 	char got[32];
 	long ms = 0;
 	assert_int_equal(bulk_fetch(net, "wc -c", got, sizeof got, &ms), 0);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	contain_relay_stats st;
 	contain_relay_stats_get(r, &st);
 	contain_relay_stop(r);
@@ -862,7 +856,7 @@ static void test_limit_budget(void **state)
 	char got[32];
 	long ms = 0;
 	bulk_fetch(net, "wc -c", got, sizeof got, &ms);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	contain_relay_stats st;
 	contain_relay_stats_get(r, &st);
 	print_message("budget 100 KiB: the inmate got %s bytes in %ld ms\n", got, ms);
@@ -877,7 +871,7 @@ static void test_limit_budget(void **state)
 	probe exact = { .verdict = RELAY_FORWARD, .limits = { .byte_budget = BULK_SIZE + 1 } };
 	r = relay_started(net, &exact, false);
 	assert_int_equal(bulk_fetch(net, "wc -c", got, sizeof got, &ms), 0);
-	wait_for(&exact.ended, 1);
+	lab_wait_for(&exact.ended, 1);
 	contain_relay_stats_get(r, &st);
 	contain_relay_stop(r);
 	assert_string_equal(got, "4194304");

@@ -340,12 +340,6 @@ static contain_udp *udp_start(const contain_session_net *net, probe *p, const ch
 	return u;
 }
 
-static void wait_for(atomic_int *v, int want)
-{
-	for (int i = 0; i < 300 && atomic_load(v) < want; i++)
-		usleep(10000);
-}
-
 /* Let stragglers of earlier traffic pass, then start a fresh count. */
 static void packets_reset(void)
 {
@@ -415,7 +409,7 @@ static void test_dns_forward(void **state)
 	packets_reset();
 	char out[256];
 	int code = inmate_sh(net, dig_cc, out, sizeof out);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	contain_udp_stats st;
 	contain_udp_stats_get(u, &st);
 	contain_udp_stop(u);
@@ -476,7 +470,7 @@ static void test_dns_reflect(void **state)
 			     "dig +short +time=2 +tries=1 @" DNS_ADDR " cc.example A;"
 			     " dig +short +time=2 +tries=1 @" DNS_ADDR " evil.example A",
 			     out, sizeof out);
-	wait_for(&p.ended, 2);
+	lab_wait_for(&p.ended, 2);
 	unsigned long leaked = packets_after_quiet();
 	contain_udp_stats st;
 	contain_udp_stats_get(u, &st);
@@ -529,7 +523,7 @@ static void test_dns_back_to_back(void **state)
 			     "    pass\n"
 			     "print(n, end='')\"",
 			     out, sizeof out);
-	wait_for(&p.ended, 3000);
+	lab_wait_for(&p.ended, 3000);
 	contain_udp_stats st;
 	contain_udp_stats_get(u, &st);
 	contain_udp_stop(u);
@@ -576,7 +570,7 @@ static void test_dns_keep_open(void **state)
 	char out[256];
 	int code = inmate_sh(net, dig_cc, out, sizeof out);
 	double answered = mamori_now();
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	contain_udp_stop(u);
 	assert_int_equal(code, 0);
 	assert_string_equal(out, CC_ANSWER "\n");
@@ -600,7 +594,7 @@ static void test_drop(void **state)
 	char out[256];
 	int code = inmate_sh(net, "dig +short +time=1 +tries=1 @" DNS_ADDR " cc.example A; echo rc=$?", out,
 			     sizeof out);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	unsigned long leaked = packets_after_quiet();
 	contain_udp_stats st;
 	contain_udp_stats_get(u, &st);
@@ -642,7 +636,7 @@ static void test_echo_forward(void **state)
 			     "/7 || exit 3; printf one >&3; timeout 2 head -c 3 <&3;"
 			     " printf -- -two >&3; timeout 2 head -c 4 <&3",
 			     out, sizeof out);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	contain_udp_stats st;
 	contain_udp_stats_get(u, &st);
 	contain_udp_stop(u);
@@ -687,7 +681,7 @@ static void test_echo_limits(void **state)
 		  "exec 3<>/dev/udp/" ECHO_ADDR "/7 || exit 3; printf one >&3; timeout 2 head -c 3 <&3;"
 		  " printf -- -two >&3; timeout 1 head -c 4 <&3; echo",
 		  out, sizeof out);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	contain_udp_stop(u);
 	assert_string_equal(out, "one\n");
 	assert_int_equal(atomic_load(&lab.echoed), 2); /* both reached the lab */
@@ -704,7 +698,7 @@ static void test_echo_limits(void **state)
 		  "exec 3<>/dev/udp/" ECHO_ADDR "/7 || exit 3;"
 		  " for i in $(seq 200); do printf '%1000s' x >&3; done",
 		  out, sizeof out);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	contain_udp_stop(u);
 	/* 200 KB up and whatever echoes back share one 64 KiB start. */
 	unsigned long echoed = atomic_load(&lab.echoed);
@@ -760,7 +754,7 @@ static void test_flow_cap(void **state)
 	assert_int_equal(st.refused_over_cap, 3);
 	assert_int_equal(st.active, 2);
 	assert_int_equal(atomic_load(&lab.echoed), 3);
-	wait_for(&p.ended, 2);
+	lab_wait_for(&p.ended, 2);
 	assert_int_equal(atomic_load(&p.ended), 2);
 	code = inmate_sh(net, "exec 3<>/dev/udp/" ECHO_ADDR "/7; printf again >&3; timeout 2 head -c 5 <&3",
 			 out, sizeof out);
@@ -856,7 +850,7 @@ static void test_forward_unrouted(void **state)
 	char out[64];
 	int code = inmate_sh(net, "exec 3<>/dev/udp/10.99.0.1/9 || exit 3; printf a >&3; printf b >&3", out,
 			     sizeof out);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	unsigned long leaked = packets_after_quiet();
 	contain_udp_stats st;
 	contain_udp_stats_get(u, &st);
@@ -877,7 +871,7 @@ static void test_forward_unrouted(void **state)
 	packets_reset();
 	code = inmate_sh(net, "exec 3<>/dev/udp/10.99.0.1/9 || exit 3; printf a >&3; timeout 1 head -c 1 <&3",
 			 out, sizeof out);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	leaked = packets_after_quiet();
 	contain_udp_stop(u);
 	assert_int_not_equal(code, 0); /* no answer */
@@ -910,7 +904,7 @@ static void test_odd_destinations(void **state)
 		assert_int_equal(sendto(fd, "m", 1, 0, (struct sockaddr *)&to, sizeof to), 1);
 	}
 	close(fd);
-	wait_for(&p.ended, 1);
+	lab_wait_for(&p.ended, 1);
 	unsigned long leaked = packets_after_quiet();
 	contain_udp_stats st;
 	contain_udp_stats_get(u, &st);
