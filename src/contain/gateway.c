@@ -329,8 +329,9 @@ typedef struct gw_new_flow {
  * carried out (no upstream: the protocol's fake service), the flow_start
  * and detect events, and the flow into the list. Returns a relay_verdict;
  * `*v` is the policy's own verdict. */
-static int flow_verdict(contain_gateway *gw, gw_flow *f, const gw_new_flow *nf, contain_verdict *v)
+static int flow_verdict(contain_gateway *gw, gw_flow *f, const gw_new_flow *nf, relay_limits *lim)
 {
+	contain_verdict verdict, *v = &verdict;
 	/* What the policy matches names on: the HTTP Host, the TLS SNI. */
 	const char *host = NULL;
 	size_t i;
@@ -430,6 +431,11 @@ static int flow_verdict(contain_gateway *gw, gw_flow *f, const gw_new_flow *nf, 
 	f->next = gw->flows;
 	gw->flows = f;
 	pthread_mutex_unlock(&gw->flows_lock);
+	/* LIMIT: the rule's budget and rate, for the relay that carries it. */
+	if (lim && rv == RELAY_FORWARD && v->kind == CONTAIN_VERDICT_LIMIT) {
+		lim->byte_budget = v->byte_budget;
+		lim->byte_rate = v->byte_rate;
+	}
 	return rv;
 }
 
@@ -482,13 +488,8 @@ static int gw_decide(void *ctx, const relay_flow *rf, const uint8_t *first, size
 	/* Bytes nobody parses further need not be copied out of the kernel. */
 	f->opaque = !strcmp(nf.proto, "tls") || (n > 0 && !strcmp(nf.proto, "unknown"));
 	nf.evs = proto_flow_take_events(f->pf);
-	contain_verdict v;
-	int rv = flow_verdict(gw, f, &nf, &v);
+	int rv = flow_verdict(gw, f, &nf, lim);
 	json_decref(nf.evs);
-	if (rv == RELAY_FORWARD && v.kind == CONTAIN_VERDICT_LIMIT) {
-		lim->byte_budget = v.byte_budget;
-		lim->byte_rate = v.byte_rate;
-	}
 	return rv;
 }
 
@@ -773,13 +774,8 @@ static int gw_udp_decide(void *ctx, const contain_udp_flow *uf, const uint8_t *d
 			   .proto = proto ? proto : "unknown",
 			   .proto_by = "content",
 			   .evs = proto_flow_take_events(f->pf) };
-	contain_verdict v;
-	int rv = flow_verdict(gw, f, &nf, &v);
+	int rv = flow_verdict(gw, f, &nf, lim);
 	json_decref(nf.evs);
-	if (rv == RELAY_FORWARD && v.kind == CONTAIN_VERDICT_LIMIT) {
-		lim->byte_budget = v.byte_budget;
-		lim->byte_rate = v.byte_rate;
-	}
 	return rv;
 }
 
@@ -830,9 +826,11 @@ static void gw_udp_end(void *ctx, const contain_udp_flow *uf)
 
 /* A packet-level probe of the policy for one packet's destination: the
  * flood and scan rules (conn-rate, pkt-rate, distinct-*) fire on it as on a
- * flow; the first time for each (kind, target) gives a `detect` event.
- * Under det_lock. */
-static json_t *packet_check(contain_gateway *gw, const contain_packet *p, double now)
+ * flow; the first time for each (kind, target) gives a `detect` event
+ * (returned, for the caller to emit once the lock is released). `*kind`
+ * (may be NULL) gets the verdict. Under det_lock. */
+static json_t *packet_check(contain_gateway *gw, const contain_packet *p, double now,
+			    contain_verdict_kind *kind)
 {
 	contain_flow cf = { .proto = p->proto == IPPROTO_ICMP ? "icmp" : "unknown",
 			    .dst_port = p->has_transport ? p->dport : 0,
@@ -840,6 +838,8 @@ static json_t *packet_check(contain_gateway *gw, const contain_packet *p, double
 	contain_packet_dst_addr(p, &cf.dst);
 	contain_verdict v;
 	contain_policy_eval(&v, gw->policy, &cf, gw->det, now);
+	if (kind)
+		*kind = v.kind;
 	return v.rule && v.rule->label[0] ? detect_event(gw, v.rule, &cf.dst, now) : NULL;
 }
 
@@ -870,7 +870,7 @@ static void gw_packet(void *ctx, const contain_packet *p, double captured)
 				      contain_packet_transport(p));
 	if (ts - gw->last_check >= GW_DETECT_EVERY_S) {
 		gw->last_check = ts;
-		detect = packet_check(gw, p, ts);
+		detect = packet_check(gw, p, ts, NULL);
 	}
 	pthread_mutex_unlock(&gw->det_lock);
 	emit(gw, "detect", detect);
@@ -960,8 +960,7 @@ static contain_nfq_verdict gw_nfq(void *ctx, const contain_packet *p, const uint
 				   .proto_by = "header" };
 		nf.src.sin_addr = p->src;
 		nf.dst.sin_addr = p->dst;
-		contain_verdict v;
-		int rv = flow_verdict(gw, f, &nf, &v);
+		int rv = flow_verdict(gw, f, &nf, NULL);
 		if (rv == RELAY_FORWARD && !gw->o.upstream_netns)
 			rv = RELAY_DROP;
 		hit = free_slot;
@@ -976,16 +975,12 @@ static contain_nfq_verdict gw_nfq(void *ctx, const contain_packet *p, const uint
 					     .last_eval = now };
 	} else if (hit->verdict != RELAY_DROP && now - hit->last_eval >= GW_PKT_RECHECK_S) {
 		hit->last_eval = now;
-		contain_flow cf = { .proto = p->proto == IPPROTO_ICMP ? "icmp" : "unknown",
-				    .transport = CONTAIN_TRANSPORT_OTHER };
-		contain_packet_dst_addr(p, &cf.dst);
-		contain_verdict v;
+		contain_verdict_kind kind;
 		pthread_mutex_lock(&gw->det_lock);
-		contain_policy_eval(&v, gw->policy, &cf, gw->det, now);
-		json_t *detect = v.rule && v.rule->label[0] ? detect_event(gw, v.rule, &cf.dst, now) : NULL;
+		json_t *detect = packet_check(gw, p, now, &kind);
 		pthread_mutex_unlock(&gw->det_lock);
 		emit(gw, "detect", detect);
-		if (v.kind == CONTAIN_VERDICT_DROP)
+		if (kind == CONTAIN_VERDICT_DROP)
 			hit->verdict = RELAY_DROP;
 	}
 	hit->last_seen = now;
