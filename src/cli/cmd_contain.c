@@ -186,40 +186,10 @@ done:
 static int contain_run_cmd(int argc, char **argv)
 {
 	session_cli c = { .cmd = "contain" };
-	for (int i = 2; i < argc;) {
-		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-		if (!strcmp(opt, "-h") || !strcmp(opt, "--help")) {
-			contain_usage(stdout);
-			return MAMORI_EXIT_OK;
-		}
-		int used = session_cli_option(&c, opt, val);
-		if (used < 0)
-			return MAMORI_EXIT_USAGE;
-		if (used == 0 && !strcmp(opt, "--duration")) {
-			if (!val) {
-				fprintf(stderr, "mamori contain: --duration needs a value\n");
-				return MAMORI_EXIT_USAGE;
-			}
-			if (!cli_parse_u64(&c.seconds, val, 1, 30ull * 86400u, "contain", "--duration"))
-				return MAMORI_EXIT_USAGE;
-			used = 2;
-		}
-		if (used == 0) {
-			fprintf(stderr, "mamori contain: unknown option '%s'\n", opt);
-			contain_usage(stderr);
-			return MAMORI_EXIT_USAGE;
-		}
-		i += used;
-	}
-	if (c.resolver) {
-		fprintf(stderr, "mamori contain: --resolver is for `sandbox run`: the inmate's files are "
-				"not ours here\n");
-		return MAMORI_EXIT_USAGE;
-	}
-	if (geteuid() != 0) {
-		fprintf(stderr, "mamori contain: needs root (network namespaces)\n");
-		return MAMORI_EXIT_USAGE;
-	}
+	int i = 2;
+	int rc = session_cli_parse(&c, argc, argv, &i, contain_usage);
+	if (rc >= 0)
+		return rc;
 	return session_cli_run(&c, NULL);
 }
 

@@ -72,24 +72,69 @@ static void *signal_main(void *arg)
 	}
 }
 
-int session_cli_option(session_cli *c, const char *opt, const char *val)
+/* "512M", "4G", "1048576" (bytes, at least 16 MiB), or "none". */
+static bool parse_memory(uint64_t *out, const char *v)
+{
+	if (!strcmp(v, "none")) {
+		*out = UINT64_MAX;
+		return true;
+	}
+	char *end = NULL;
+	errno = 0;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (errno != 0 || end == v || v[0] == '-')
+		return false;
+	unsigned shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+	if (shift)
+		end++;
+	if (*end != '\0' || n > (UINT64_MAX >> 30))
+		return false;
+	*out = (uint64_t)n << shift;
+	return *out >= (16ull << 20);
+}
+
+/* One option `opt` (with `val`, which may be NULL when there is none): the
+ * number of arguments used (1 or 2), 0 when `opt` is not an option of
+ * this command, or -1 after printing why it is wrong. */
+static int session_cli_option(session_cli *c, const char *opt, const char *val)
 {
 	if (!strcmp(opt, "--json")) {
 		c->json = true;
 		return 1;
 	}
-	static const char *const with_value[] = { "--policy",	"--session", "--upstream-netns",
-						  "--upstream", "--db",	     "--resolver" };
-	bool known = false;
+	if (c->with_command && !strcmp(opt, "--no-raw")) {
+		c->no_raw = true;
+		return 1;
+	}
+	static const char *const with_value[] = { "--policy", "--session", "--upstream-netns", "--upstream",
+						  "--db" };
+	static const char *const command_only[] = { "--resolver", "--memory", "--timeout" };
+	bool known = !c->with_command && !strcmp(opt, "--duration");
 	for (size_t i = 0; i < sizeof with_value / sizeof with_value[0]; i++)
 		known = known || !strcmp(opt, with_value[i]);
+	for (size_t i = 0; c->with_command && i < sizeof command_only / sizeof command_only[0]; i++)
+		known = known || !strcmp(opt, command_only[i]);
 	if (!known)
 		return 0;
 	if (!val) {
 		fprintf(stderr, "mamori %s: %s needs a value\n", c->cmd, opt);
 		return -1;
 	}
-	if (!strcmp(opt, "--policy")) {
+	if (!strcmp(opt, "--timeout")) {
+		if (!cli_parse_u64(&c->seconds, val, 1, 86400, c->cmd, opt))
+			return -1;
+	} else if (!strcmp(opt, "--duration")) {
+		if (!cli_parse_u64(&c->seconds, val, 1, 30ull * 86400u, c->cmd, opt))
+			return -1;
+	} else if (!strcmp(opt, "--memory")) {
+		if (!parse_memory(&c->memory, val)) {
+			fprintf(stderr,
+				"mamori %s: --memory takes a size like 512M or 4G (at least 16M), or "
+				"'none'\n",
+				c->cmd);
+			return -1;
+		}
+	} else if (!strcmp(opt, "--policy")) {
 		c->policy_path = val;
 	} else if (!strcmp(opt, "--session")) {
 		c->session = val;
@@ -133,6 +178,29 @@ int session_cli_option(session_cli *c, const char *opt, const char *val)
 		}
 	}
 	return 2;
+}
+
+int session_cli_parse(session_cli *c, int argc, char **argv, int *pos, void (*usage)(FILE *))
+{
+	int i = *pos;
+	while (i < argc && !(c->with_command && !strcmp(argv[i], "--"))) {
+		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(opt, "-h") || !strcmp(opt, "--help")) {
+			usage(stdout);
+			return MAMORI_EXIT_OK;
+		}
+		int used = session_cli_option(c, opt, val);
+		if (used < 0)
+			return MAMORI_EXIT_USAGE;
+		if (used == 0) {
+			fprintf(stderr, "mamori %s: unknown option '%s'\n", c->cmd, opt);
+			usage(stderr);
+			return MAMORI_EXIT_USAGE;
+		}
+		i += used;
+	}
+	*pos = i;
+	return -1;
 }
 
 /* "nameserver ADDR" in SESSION/resolv.conf, for the inmate's mount. */
@@ -226,6 +294,10 @@ int session_cli_run(const session_cli *c, char **argv)
 	int rc = MAMORI_EXIT_FAILURE, err;
 	char dir[1024], resolv[1100];
 
+	if (geteuid() != 0) {
+		fprintf(stderr, "mamori %s: needs root (network namespaces)\n", c->cmd);
+		return MAMORI_EXIT_USAGE;
+	}
 	if (c->session) {
 		snprintf(dir, sizeof dir, "%s", c->session);
 	} else {

@@ -8,9 +8,11 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct session_cli {
-	const char *cmd; /**< "sandbox" or "contain", for messages */
+	const char *cmd;   /**< "sandbox" or "contain", for messages */
+	bool with_command; /**< `sandbox run`: a command runs in the inmate */
 	const char *policy_path, *session, *upstream_ns, *db_path, *resolver;
 	bool upstream_host;
 	bool no_raw;	  /**< sandbox: the command gets no CAP_NET_RAW */
@@ -22,10 +24,15 @@ typedef struct session_cli {
 /** The options both commands take, for their usage text. */
 extern const char session_cli_usage[];
 
-/** Parse `opt` (with `val`, which may be NULL when there is none). Returns
- *  the number of arguments used (1 or 2), 0 when `opt` is not a session
- *  option, or -1 after printing why the option is wrong. */
-int session_cli_option(session_cli *c, const char *opt, const char *val);
+/**
+ * Parse the options from argv[*pos]: those both commands take, and
+ * `--timeout`, `--resolver`, `--memory`, `--no-raw` with a command
+ * (c->with_command, stopping at "--"), or `--duration` without. `*pos`
+ * ends at the first argument that is not an option. Returns -1 to go on,
+ * or the exit code to end with: help was asked for (printed by `usage` to
+ * stdout), or an option was wrong (said, with `usage` to stderr).
+ */
+int session_cli_parse(session_cli *c, int argc, char **argv, int *pos, void (*usage)(FILE *));
 
 /** Run one session: with `argv` (NULL-terminated), that command in the
  *  inmate; without, the gateway alone until a signal or c->seconds. Ends
